@@ -1,0 +1,1 @@
+"""qa: answers from your documents, with checked citations."""

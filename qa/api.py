@@ -1,0 +1,147 @@
+"""The Python API. The CLI, the UI and the evaluation all go through `Assistant`; none reaches past it."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from qa.answer import Answer, build_messages, check_answer, declined
+from qa.config import Settings, load_settings
+from qa.errors import CorpusError, QuestionError
+from qa.ingest import IngestReport, chunking_signature, ingest
+from qa.retrieve import Retriever, rewrite_question
+from qa.store import Store
+
+History = list[tuple[str, str]]  # earlier (question, answer text) turns of one conversation
+
+
+class Assistant:
+    """Answers questions about one indexed corpus.
+
+    >>> qa = Assistant(corpus="seeds")           # any setting as a keyword; the rest from env/config
+    >>> qa.ingest()                               # incremental: only changed files are embedded
+    >>> qa.ask("Who offered asylum?").text
+    """
+
+    def __init__(self, settings: Settings | None = None, **overrides: Any):
+        base = settings or load_settings()
+        self.settings = base.replace(**{k: v for k, v in overrides.items() if v is not None}) if overrides else base
+
+    # Heavy parts load on first use and once per process.
+    @cached_property
+    def embedder(self):
+        from qa.embeddings import get_embedder
+
+        s = self.settings
+        return get_embedder(s.embed_model, s.embed_batch, s.threads)
+
+    @cached_property
+    def store(self) -> Store:
+        return self._open_store(verify=True)
+
+    def _open_store(self, verify: bool) -> Store:
+        s = self.settings
+        return Store(s.vectorstore, s.embed_model, chunking_signature(s), s.chroma_url, s.collection,
+                     s.store_timeout, s.lock_wait, verify=verify)
+
+    def ingest(self, corpus: Path | str | None = None, rebuild: bool = False,
+               progress: Callable[[int, int, str], None] | None = None) -> IngestReport:
+        """Bring the index in line with the corpus folder. See qa.ingest.ingest for what is raised."""
+        if rebuild:
+            self._rebuild()
+        return ingest(self.store, self.embedder, self.settings, Path(corpus) if corpus else None, progress)
+
+    def _rebuild(self) -> None:
+        store = self._open_store(verify=False)
+        with store.write_lock():
+            store.clear()
+        store.close()
+        self.__dict__.pop("store", None)
+        legacy = Path(self.settings.vectorstore) / "chroma"
+        if not self.settings.chroma_url and legacy.exists() and not any(legacy.iterdir()):
+            shutil.rmtree(legacy, ignore_errors=True)
+
+    def status(self) -> dict:
+        return self.store.stats()
+
+    def documents(self) -> list[dict]:
+        return [
+            {"source": r.source, "chunks": r.n_chunks, "size": r.size}
+            for r in sorted(self.store.files().values(), key=lambda r: r.source)
+            if r.state == "done"
+        ]
+
+    # ---- asking ----------------------------------------------------------------------------------------
+    @cached_property
+    def generator(self):
+        from qa.generators import make_generator
+
+        return make_generator(self.settings)
+
+    @cached_property
+    def retriever(self) -> Retriever:
+        return Retriever(self.store, self.embedder, self.settings.candidates)
+
+    def ask(self, question: str, history: History | None = None, sources: list[str] | None = None) -> Answer:
+        """Answer `question` from the indexed documents. `history` holds earlier turns for follow-ups;
+        `sources` limits retrieval to those files. Raises QuestionError, GeneratorError, CorpusError."""
+        answer = None
+        for event in self.stream(question, history, sources):
+            if isinstance(event, Answer):
+                answer = event
+        assert answer is not None
+        return answer
+
+    def stream(self, question: str, history: History | None = None,
+               sources: list[str] | None = None) -> Iterator[str | Answer]:
+        """Like ask(), but yields the model's text as it is written, then the checked Answer last.
+
+        The streamed text is the raw draft: the final Answer may drop sentences or move citations.
+        """
+        s = self.settings
+        started = time.perf_counter()
+        question = self._valid_question(question)
+        if self.store.stats()["chunks"] == 0:
+            raise CorpusError(f"nothing is indexed in {s.vectorstore} yet: run `qa ingest PATH` first")
+        timings: dict[str, float] = {}
+        standalone = question
+        if history:
+            standalone = rewrite_question(self.generator, question, history)
+            timings["rewrite"] = time.perf_counter() - started
+        t = time.perf_counter()
+        passages = self.retriever.search(standalone, s.top_k, sources=sources)
+        timings["retrieve"] = time.perf_counter() - t
+        best = max((p.dense for p in passages if p.dense is not None), default=0.0)
+        if best < s.min_relevance:
+            # Nothing close enough to the question: decline without asking the model, show the closest.
+            answer = declined(Answer(question=question, text="", abstained=True, retrieved=passages))
+        else:
+            t = time.perf_counter()
+            pieces: list[str] = []
+            for piece in self.generator.stream(build_messages(standalone, passages), s.llm_max_tokens):
+                if not pieces:
+                    timings["first_token"] = time.perf_counter() - started
+                pieces.append(piece)
+                yield piece
+            timings["generate"] = time.perf_counter() - t
+            answer = check_answer(question, "".join(pieces), passages)
+            answer.model = self.generator.name
+        answer.standalone_question = standalone if history else ""
+        timings["total"] = time.perf_counter() - started
+        answer.timings = timings
+        yield answer
+
+    def _valid_question(self, question: str) -> str:
+        if not isinstance(question, str) or not question.strip():
+            raise QuestionError("the question is empty")
+        question = " ".join(question.split())
+        if len(question) > self.settings.max_question_chars:
+            raise QuestionError(
+                f"the question is {len(question):,} characters long; the limit is "
+                f"{self.settings.max_question_chars:,} (max_question_chars)"
+            )
+        return question

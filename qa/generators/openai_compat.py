@@ -1,0 +1,55 @@
+"""Any OpenAI-compatible chat endpoint (OpenAI, Ollama, vLLM, llama.cpp's server), over plain HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+
+from qa.config import Settings
+from qa.errors import GeneratorError
+from qa.generators.base import Message
+
+
+class OpenAICompatGenerator:
+    def __init__(self, settings: Settings):
+        self.base_url = settings.llm_base_url.rstrip("/")
+        self.model = settings.llm_model
+        self.name = f"openai:{self.model}@{self.base_url}"
+        self.timeout = settings.llm_timeout
+        headers = {"Authorization": f"Bearer {settings.llm_api_key}"} if settings.llm_api_key else {}
+        # The timeout bounds connecting and every wait for the next byte, so a dead endpoint never hangs us.
+        self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10)))
+
+    def _payload(self, messages: list[Message], max_tokens: int, temperature: float, stream: bool) -> dict:
+        return {"model": self.model, "messages": messages, "max_tokens": max_tokens,
+                "temperature": temperature, "stream": stream}
+
+    def stream(self, messages: list[Message], max_tokens: int, temperature: float = 0.0) -> Iterator[str]:
+        url = f"{self.base_url}/chat/completions"
+        try:
+            with self.client.stream("POST", url, json=self._payload(messages, max_tokens, temperature, True)) as r:
+                if r.status_code != 200:
+                    body = r.read().decode("utf-8", "replace")[:200]
+                    raise GeneratorError(f"model endpoint {url} answered HTTP {r.status_code}: {body}")
+                for line in r.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    try:
+                        choice = json.loads(data)["choices"][0]
+                    except (ValueError, KeyError, IndexError):
+                        raise GeneratorError(f"model endpoint {url} sent an unreadable stream event") from None
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        yield text
+        except httpx.TimeoutException:
+            raise GeneratorError(f"model endpoint {url} did not answer within {self.timeout:g}s (llm_timeout)") from None
+        except httpx.HTTPError as exc:
+            raise GeneratorError(f"model endpoint {url} is unreachable ({type(exc).__name__}: {exc})") from None
+
+    def generate(self, messages: list[Message], max_tokens: int, temperature: float = 0.0) -> str:
+        return "".join(self.stream(messages, max_tokens, temperature))

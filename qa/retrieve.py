@@ -1,0 +1,75 @@
+"""Retrieval: dense (Chroma) and keyword (SQLite FTS5 BM25) results fused by reciprocal rank."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from qa.chunking import Chunk
+from qa.generators.base import Generator
+from qa.store import Store
+
+MODES = ("dense", "bm25", "hybrid")
+RRF_K = 60  # the constant from Cormack et al. (2009); flattens the difference between top ranks
+
+
+@dataclass
+class Passage:
+    chunk: Chunk
+    score: float  # the mode's score: cosine (dense), BM25 (bm25) or fused RRF (hybrid)
+    dense: float | None = None  # cosine similarity to the question, when the dense search saw it
+    keyword: float | None = None  # BM25 score, when the keyword search saw it
+
+
+class Retriever:
+    def __init__(self, store: Store, embedder, candidates: int = 30):
+        self.store = store
+        self.embedder = embedder
+        self.candidates = candidates
+
+    def search(self, query: str, k: int, mode: str = "hybrid", sources: list[str] | None = None) -> list[Passage]:
+        """The k best passages for `query`, optionally only from the files in `sources`."""
+        if mode not in MODES:
+            raise ValueError(f"retrieval mode '{mode}': expected one of {', '.join(MODES)}")
+        n = max(k, self.candidates)
+        dense = []
+        if mode in ("dense", "hybrid"):
+            dense = self.store.search_dense(self.embedder.embed_query(query), n, sources)
+        keyword = self.store.search_keyword(query, n, sources) if mode in ("bm25", "hybrid") else []
+        if mode == "dense":
+            return [Passage(h.chunk, h.score, dense=h.score) for h in dense[:k]]
+        if mode == "bm25":
+            return [Passage(h.chunk, h.score, keyword=h.score) for h in keyword[:k]]
+        fused: dict[str, Passage] = {}
+        for rank, hit in enumerate(dense):
+            fused[hit.chunk.id] = Passage(hit.chunk, 1.0 / (RRF_K + rank + 1), dense=hit.score)
+        for rank, hit in enumerate(keyword):
+            p = fused.setdefault(hit.chunk.id, Passage(hit.chunk, 0.0))
+            p.score += 1.0 / (RRF_K + rank + 1)
+            p.keyword = hit.score
+        return sorted(fused.values(), key=lambda p: p.score, reverse=True)[:k]
+
+
+REWRITE_SYSTEM = (
+    "You rewrite the user's last question so that it can be understood without the conversation: "
+    "replace pronouns and vague references with the names they refer to. Reply with the rewritten question only."
+)
+
+
+def rewrite_question(generator: Generator, question: str, history: list[tuple[str, str]]) -> str:
+    """Turn a follow-up ("and what did he say?") into a stand-alone question, using the last turns."""
+    if not history:
+        return question
+    turns = "\n".join(f"User: {q}\nAssistant: {a[:400]}" for q, a in history[-3:])
+    reply = generator.generate(
+        [
+            {"role": "system", "content": REWRITE_SYSTEM},
+            {"role": "user", "content": f"Conversation:\n{turns}\n\nLast question: {question}\n\nRewritten question:"},
+        ],
+        max_tokens=64,
+    )
+    line = next((s.strip() for s in reply.strip().splitlines() if s.strip()), "")
+    line = line.removeprefix("Rewritten question:").strip().strip('"')
+    if not line or len(line) > 4 * len(question) + 200:
+        # A model that rambles is no help; the previous question still carries the missing names.
+        return f"{history[-1][0]} {question}"
+    return line

@@ -1,0 +1,58 @@
+"""Shared fixtures. Everything here is real: the shipped embedding model, real Chroma, real files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "seeds"
+
+# A user's own QA_* settings must not change what the tests see.
+for _key in [k for k in os.environ if k.startswith("QA_")]:
+    del os.environ[_key]
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture
+def settings(tmp_path):
+    from qa.config import load_settings
+
+    return load_settings({"vectorstore": tmp_path / "index", "corpus": tmp_path / "corpus",
+                          "cache_dir": os.environ.get("QA_TEST_CACHE", str(Path.home() / ".cache" / "qa"))},
+                         env={})
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def seed_corpus(tmp_path) -> Path:
+    folder = tmp_path / "corpus"
+    shutil.copytree(SEEDS, folder)
+    return folder
+
+
+@pytest.fixture
+def assistant(settings):
+    from qa.api import Assistant
+
+    a = Assistant(settings)
+    yield a
+    a.store.close()
+
+
+def run_qa(*args: str, env: dict | None = None, timeout: float = 300, cwd: Path | None = None):
+    """Run the real CLI in a subprocess, as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "qa.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env, cwd=cwd or ROOT)

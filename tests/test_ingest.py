@@ -1,0 +1,216 @@
+"""Ingest with the real shipped model and a real embedded Chroma: incremental, idempotent, crash-safe."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from qa.api import Assistant
+from qa.errors import IndexBusyError, IndexMismatchError
+from tests.conftest import ROOT, run_qa
+from tests.pdfgen import write_pdf
+
+
+def index_state(assistant):
+    """Everything a clean run determines: chunk ids and texts on both sides of the index."""
+    store = assistant.store
+    sqlite_ids = {r[0]: r[1] for r in store.db.execute("SELECT id, text FROM chunks")}
+    chroma = store.collection.get(include=["documents"])
+    chroma_ids = dict(zip(chroma["ids"], chroma["documents"], strict=True))
+    assert len(chroma["ids"]) == len(set(chroma["ids"])), "duplicate vectors in Chroma"
+    return sqlite_ids, chroma_ids, {s: r.hash for s, r in store.files().items()}
+
+
+def test_seeds_are_indexed_and_searchable(assistant, seed_corpus):
+    report = assistant.ingest()
+    assert sorted(report.added) == sorted(p.name for p in seed_corpus.iterdir())
+    assert report.failed == [] and report.chunks > 10
+    status = assistant.status()
+    assert status["files"] == 5 and status["vectors"] == status["chunks"] == report.chunks
+    hits = assistant.retriever.search("Who turned down the asylum offer from Albania?", 3, mode="dense")
+    assert hits[0].chunk.source in {"001_67768c06cffa3221.txt", "000_6f09b0eae4eaabc4.txt"}
+
+
+def test_second_run_changes_nothing_and_embeds_nothing(assistant, seed_corpus):
+    assistant.ingest()
+    before = index_state(assistant)
+    report = assistant.ingest()
+    assert report.chunks == 0 and len(report.unchanged) == 5
+    assert not (report.added or report.updated or report.removed or report.failed)
+    assert index_state(assistant) == before
+
+
+def test_touched_but_unchanged_file_is_not_re_embedded(assistant, seed_corpus):
+    assistant.ingest()
+    path = seed_corpus / "003_ea54bc5b20390dd3.txt"
+    os.utime(path, (time.time() + 100, time.time() + 100))
+    report = assistant.ingest()
+    assert report.chunks == 0 and "003_ea54bc5b20390dd3.txt" in report.unchanged
+
+
+def test_changed_file_replaces_its_old_chunks(assistant, corpus):
+    (corpus / "a.txt").write_text("The lighthouse keeper fed the seagulls every morning.\n")
+    (corpus / "b.txt").write_text("The baker sold rye bread at the market on Fridays.\n")
+    assistant.ingest()
+    (corpus / "a.txt").write_text("The lighthouse was automated in 1990 and nobody lives there now.\n")
+    report = assistant.ingest()
+    assert report.updated == ["a.txt"] and report.unchanged == ["b.txt"]
+    texts = [c.text for c in assistant.store.chunks_of("a.txt")]
+    assert texts == ["The lighthouse was automated in 1990 and nobody lives there now."]
+    found = assistant.retriever.search("seagulls", 5, mode="bm25")
+    assert all("seagulls" not in p.chunk.text for p in found)
+    _, chroma, _ = index_state(assistant)
+    assert sum("seagulls" in t for t in chroma.values()) == 0
+
+
+def test_deleted_file_disappears_from_the_index(assistant, corpus):
+    (corpus / "a.txt").write_text("Alpha document about volcanoes erupting.\n")
+    (corpus / "b.txt").write_text("Beta document about glaciers melting.\n")
+    assistant.ingest()
+    (corpus / "b.txt").unlink()
+    report = assistant.ingest()
+    assert report.removed == ["b.txt"]
+    sqlite_ids, chroma_ids, files = index_state(assistant)
+    assert list(files) == ["a.txt"] and sqlite_ids.keys() == chroma_ids.keys()
+    assert all(p.chunk.source == "a.txt" for p in assistant.retriever.search("glaciers", 5))
+
+
+def test_bad_files_are_skipped_with_reasons_and_the_rest_is_indexed(assistant, corpus, tmp_path):
+    (corpus / "good.txt").write_text("Good text about the harbour and its fishing boats.\n")
+    (corpus / "empty.txt").write_bytes(b"")
+    (corpus / "junk.txt").write_bytes(os.urandom(4000))
+    (corpus / "nul.md").write_bytes(b"abc\x00def\x00" * 100)
+    (corpus / "corrupt.pdf").write_bytes(b"%PDF-1.7\n garbage garbage")
+    (corpus / "dangling.txt").symlink_to(tmp_path / "missing.txt")
+    locked = corpus / "locked.txt"
+    locked.write_text("cannot read me")
+    locked.chmod(0)
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    for page in PdfReader(write_pdf(tmp_path / "p.pdf", [["secret"]])).pages:
+        writer.add_page(page)
+    writer.encrypt("pw")
+    with open(corpus / "encrypted.pdf", "wb") as out:
+        writer.write(out)
+    try:
+        report = assistant.ingest()
+    finally:
+        locked.chmod(0o644)
+    reasons = dict(report.failed)
+    readable_anyway = ["locked.txt"] if os.geteuid() == 0 else []  # root reads any file, whatever its mode
+    assert report.added == ["good.txt", *readable_anyway]
+    assert reasons["empty.txt"] == "empty file"
+    assert "binary" in reasons["junk.txt"] and "binary" in reasons["nul.md"]
+    assert "corrupt PDF" in reasons["corrupt.pdf"]
+    assert "encrypted PDF" in reasons["encrypted.pdf"]
+    assert reasons["dangling.txt"] == "broken symlink"
+    if not readable_anyway:
+        assert reasons["locked.txt"] == "permission denied"
+    assert assistant.status()["files"] == 1 + len(readable_anyway)
+
+
+def test_a_file_that_breaks_keeps_its_last_good_version(assistant, corpus):
+    (corpus / "a.txt").write_text("The orchard grows forty kinds of apples.\n")
+    assistant.ingest()
+    (corpus / "a.txt").write_bytes(b"\x00\x01\x02" * 500)
+    report = assistant.ingest()
+    assert report.failed == [("a.txt", "binary file (contains NUL bytes) (kept the previously indexed version)")]
+    assert [c.text for c in assistant.store.chunks_of("a.txt")] == ["The orchard grows forty kinds of apples."]
+
+
+def test_opening_an_index_with_another_model_is_a_clear_error(settings, seed_corpus):
+    first = Assistant(settings)
+    first.ingest()
+    first.store.close()
+    other = Assistant(settings.replace(embed_model="some-other-model"))
+    with pytest.raises(IndexMismatchError, match="built with embedding model 'all-MiniLM-L6-v2'"):
+        other.status()
+
+
+def test_rebuild_re_embeds_everything(assistant, seed_corpus):
+    first = assistant.ingest()
+    again = assistant.ingest(rebuild=True)
+    assert sorted(again.added) == sorted(first.added) and again.chunks == first.chunks
+    assert assistant.status()["vectors"] == first.chunks
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_lock(assistant, seed_corpus):
+    assistant.ingest()
+    with assistant.store.write_lock():
+        second = Assistant(assistant.settings)
+        with pytest.raises(IndexBusyError, match="being written by pid"):
+            second.ingest()
+
+
+def test_cli_ingest_prints_the_summary_line(settings, seed_corpus):
+    env = {"QA_VECTORSTORE": str(settings.vectorstore)}
+    result = run_qa("ingest", str(seed_corpus), env=env)
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("5 added, 0 updated, 0 removed, 0 unchanged, 0 failed;")
+    again = run_qa("ingest", str(seed_corpus), env=env)
+    assert again.stdout.strip().splitlines()[-1].startswith("0 added, 0 updated, 0 removed, 5 unchanged, 0 failed;")
+    status = run_qa("status", "--json", env=env)
+    assert '"files": 5' in status.stdout
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "file"])
+def test_cli_bad_corpus_is_one_clear_line(settings, tmp_path, make):
+    target = tmp_path / "docs"
+    if make == "empty":
+        target.mkdir()
+    elif make == "file":
+        target.write_text("not a folder")
+    result = run_qa("ingest", str(target), "--vectorstore", str(settings.vectorstore))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: corpus") and str(target) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _write_many(folder, n):
+    words = "river bank loan interest harbour ship cargo crane winter frost".split()
+    for i in range(n):
+        body = "\n".join(f"Document {i} line {j}: the {words[(i + j) % 10]} and the {words[(i * j) % 10]} "
+                         f"were counted {i * 31 + j} times in report {i}-{j}." for j in range(40))
+        (folder / f"doc{i:03d}.txt").write_text(body)
+
+
+@pytest.mark.parametrize("kill_after_done", [0, 3, 12])
+def test_kill_9_mid_ingest_is_repaired_to_what_a_clean_run_produces(settings, corpus, tmp_path, kill_after_done):
+    _write_many(corpus, 24)
+    env = {**os.environ, "QA_VECTORSTORE": str(settings.vectorstore), "QA_EMBED_BATCH": "4",
+           "QA_CORPUS": str(corpus)}
+    proc = subprocess.Popen([sys.executable, "-m", "qa.cli", "ingest"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = settings.vectorstore / "qa.sqlite3"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            with sqlite3.connect(db, timeout=1) as con:
+                done = con.execute("SELECT COUNT(*) FROM files WHERE state='done'").fetchone()[0]
+                pending = con.execute("SELECT COUNT(*) FROM files WHERE state='pending'").fetchone()[0]
+        except sqlite3.Error:
+            done = pending = 0
+        if done >= kill_after_done and (pending or kill_after_done == 0):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "ingest finished before it could be killed; make the corpus bigger"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    resumed = Assistant(settings)
+    report = resumed.ingest()
+    assert not report.failed
+    repaired_state = index_state(resumed)
+
+    clean = Assistant(settings.replace(vectorstore=tmp_path / "clean"))
+    clean.ingest()
+    assert repaired_state == index_state(clean)
+    assert resumed.status()["files"] == 24
