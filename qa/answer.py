@@ -60,8 +60,14 @@ class Answer:
             "abstained": self.abstained,
             "citations": [{k: v for k, v in asdict(c).items() if k != "chunk_id"} for c in self.citations],
             "retrieved": [
-                {"source": p.chunk.source, "start_line": p.chunk.start_line, "end_line": p.chunk.end_line,
-                 "page": p.chunk.page, "score": round(p.score, 6), "text": p.chunk.text}
+                {
+                    "source": p.chunk.source,
+                    "start_line": p.chunk.start_line,
+                    "end_line": p.chunk.end_line,
+                    "page": p.chunk.page,
+                    "score": round(p.score, 6),
+                    "text": p.chunk.text,
+                }
                 for p in self.retrieved
             ],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
@@ -234,12 +240,18 @@ def check_answer(question: str, raw: str, passages: list[Passage]) -> Answer:
                 citation_index[key] = len(answer.citations) + 1
                 first = chunk.start_line + chunk.text.count("\n", 0, q_start)
                 last = chunk.start_line + chunk.text.count("\n", 0, max(q_start, q_end - 1))
-                answer.citations.append(Citation(
-                    n=citation_index[key], source=chunk.source,
-                    start_line=min(first, chunk.end_line), end_line=min(last, chunk.end_line),
-                    page=chunk.page, quote=chunk.text[q_start:q_end].strip(), score=round(scored[n], 3),
-                    chunk_id=chunk.id,
-                ))
+                answer.citations.append(
+                    Citation(
+                        n=citation_index[key],
+                        source=chunk.source,
+                        start_line=min(first, chunk.end_line),
+                        end_line=min(last, chunk.end_line),
+                        page=chunk.page,
+                        quote=chunk.text[q_start:q_end].strip(),
+                        score=round(scored[n], 3),
+                        chunk_id=chunk.id,
+                    )
+                )
             markers.append(f"[{citation_index[key]}]")
         kept_sentences.append(f"{claim_text.rstrip()} {''.join(markers)}")
     while kept_sentences and not _MARKER.search(kept_sentences[-1]):

@@ -45,11 +45,23 @@ class Assistant:
 
     def _open_store(self, verify: bool) -> Store:
         s = self.settings
-        return Store(s.vectorstore, s.embed_model, chunking_signature(s), s.chroma_url, s.collection,
-                     s.store_timeout, s.lock_wait, verify=verify)
+        return Store(
+            s.vectorstore,
+            s.embed_model,
+            chunking_signature(s),
+            s.chroma_url,
+            s.collection,
+            s.store_timeout,
+            s.lock_wait,
+            verify=verify,
+        )
 
-    def ingest(self, corpus: Path | str | None = None, rebuild: bool = False,
-               progress: Callable[[int, int, str], None] | None = None) -> IngestReport:
+    def ingest(
+        self,
+        corpus: Path | str | None = None,
+        rebuild: bool = False,
+        progress: Callable[[int, int, str], None] | None = None,
+    ) -> IngestReport:
         """Bring the index in line with the corpus folder. See qa.ingest.ingest for what is raised."""
         if rebuild:
             self._rebuild()
@@ -96,8 +108,9 @@ class Assistant:
         assert answer is not None
         return answer
 
-    def stream(self, question: str, history: History | None = None,
-               sources: list[str] | None = None) -> Iterator[str | Answer]:
+    def stream(
+        self, question: str, history: History | None = None, sources: list[str] | None = None
+    ) -> Iterator[str | Answer]:
         """Like ask(), but yields the model's text as it is written, then the checked Answer last.
 
         The streamed text is the raw draft: the final Answer may drop sentences or move citations.

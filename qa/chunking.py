@@ -34,7 +34,11 @@ class Chunk:
 
     @property
     def location(self) -> str:
-        lines = f"lines {self.start_line}-{self.end_line}" if self.end_line != self.start_line else f"line {self.start_line}"
+        lines = (
+            f"lines {self.start_line}-{self.end_line}"
+            if self.end_line != self.start_line
+            else f"line {self.start_line}"
+        )
         return f"{self.source} p.{self.page} {lines}" if self.page else f"{self.source} {lines}"
 
 

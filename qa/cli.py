@@ -29,8 +29,13 @@ def _settings_parent() -> argparse.ArgumentParser:
     group = parent.add_argument_group("settings (each also QA_<NAME> in the environment)")
     for f in fields(Settings):
         flag = "--" + f.name.replace("_", "-")
-        group.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(),
-                           help=_HELP.get(f.name, f"(env QA_{f.name.upper()})"))
+        group.add_argument(
+            flag,
+            dest=f.name,
+            default=None,
+            metavar=f.name.upper(),
+            help=_HELP.get(f.name, f"(env QA_{f.name.upper()})"),
+        )
     return parent
 
 
@@ -50,8 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ask", parents=[parent], help="answer one question")
     p.add_argument("question")
     p.add_argument("--json", action="store_true", help="print the answer object as JSON (schema in README)")
-    p.add_argument("--source", action="append", dest="sources", metavar="FILE",
-                   help="only use this file (relative to the corpus root); repeatable")
+    p.add_argument(
+        "--source",
+        action="append",
+        dest="sources",
+        metavar="FILE",
+        help="only use this file (relative to the corpus root); repeatable",
+    )
 
     p = sub.add_parser("chat", parents=[parent], help="a conversation in the terminal")
     p.add_argument("--source", action="append", dest="sources", metavar="FILE")
@@ -138,8 +148,10 @@ def cmd_chat(args, assistant) -> int:
     from qa.answer import Answer
     from qa.errors import QuestionError
 
-    print(f"qa chat over {assistant.status()['corpus'] or assistant.settings.corpus} "
-          "(empty line or Ctrl-D to quit)", file=sys.stderr)
+    print(
+        f"qa chat over {assistant.status()['corpus'] or assistant.settings.corpus} (empty line or Ctrl-D to quit)",
+        file=sys.stderr,
+    )
     history: list[tuple[str, str]] = []
     while True:
         try:

@@ -52,7 +52,9 @@ class Settings:
     llm_timeout: float = 60.0
     llm_max_tokens: int = 256
     llm_ctx: int = 4096
-    cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "qa")
+    cache_dir: Path = field(
+        default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "qa"
+    )
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

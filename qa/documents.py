@@ -118,11 +118,55 @@ def load_text(path: Path, source: str) -> Document:
 
 
 # Elements whose text is never article text.
-_DROP_TAGS = ["script", "style", "noscript", "template", "svg", "iframe", "form", "nav", "header", "footer",
-              "aside", "button", "select", "head"]
-_BLOCK_TAGS = {"p", "div", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "td", "th", "tr", "table",
-               "pre", "blockquote", "section", "article", "main", "dt", "dd", "dl", "figcaption", "figure",
-               "body", "html", "br", "hr", "caption", "address"}
+_DROP_TAGS = [
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "svg",
+    "iframe",
+    "form",
+    "nav",
+    "header",
+    "footer",
+    "aside",
+    "button",
+    "select",
+    "head",
+]
+_BLOCK_TAGS = {
+    "p",
+    "div",
+    "li",
+    "ul",
+    "ol",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "td",
+    "th",
+    "tr",
+    "table",
+    "pre",
+    "blockquote",
+    "section",
+    "article",
+    "main",
+    "dt",
+    "dd",
+    "dl",
+    "figcaption",
+    "figure",
+    "body",
+    "html",
+    "br",
+    "hr",
+    "caption",
+    "address",
+}
 
 
 def load_html(path: Path, source: str) -> Document:

@@ -39,9 +39,14 @@ class IngestReport:
 
     def to_dict(self) -> dict:
         return {
-            "added": self.added, "updated": self.updated, "removed": self.removed,
-            "unchanged": self.unchanged, "failed": [{"source": s, "reason": r} for s, r in self.failed],
-            "repaired": self.repaired, "chunks": self.chunks, "seconds": round(self.seconds, 3),
+            "added": self.added,
+            "updated": self.updated,
+            "removed": self.removed,
+            "unchanged": self.unchanged,
+            "failed": [{"source": s, "reason": r} for s, r in self.failed],
+            "repaired": self.repaired,
+            "chunks": self.chunks,
+            "seconds": round(self.seconds, 3),
         }
 
 
@@ -53,8 +58,13 @@ def chunking_signature(settings: Settings) -> str:
     return f"recursive-v1/{settings.chunk_size}/{settings.chunk_overlap}"
 
 
-def ingest(store: Store, embedder, settings: Settings, corpus: Path | None = None,
-           progress: Callable[[int, int, str], None] | None = None) -> IngestReport:
+def ingest(
+    store: Store,
+    embedder,
+    settings: Settings,
+    corpus: Path | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> IngestReport:
     """Sync `corpus` (default settings.corpus) into `store`. Bad files are reported in `failed`, never raised.
 
     Raises CorpusError for a missing/empty corpus folder or a folder other than the one this index mirrors,

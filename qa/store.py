@@ -82,8 +82,17 @@ def _row_to_chunk(row: tuple) -> Chunk:
 class Store:
     """Vectors in Chroma (embedded under `folder/chroma`, or a server) plus the SQLite side index."""
 
-    def __init__(self, folder: Path, embed_model: str, chunking: str, chroma_url: str = "",
-                 collection: str = "qa_chunks", timeout: float = 10.0, lock_wait: float = 0.0, verify: bool = True):
+    def __init__(
+        self,
+        folder: Path,
+        embed_model: str,
+        chunking: str,
+        chroma_url: str = "",
+        collection: str = "qa_chunks",
+        timeout: float = 10.0,
+        lock_wait: float = 0.0,
+        verify: bool = True,
+    ):
         """Open (or create) the index. With verify=False a model/chunking mismatch is not an error: use it only
         to `clear()` the index for a rebuild."""
         self.folder = Path(folder)
@@ -136,8 +145,10 @@ class Store:
             pass
         try:
             return chromadb.HttpClient(
-                host=parsed.hostname, port=parsed.port or (443 if parsed.scheme == "https" else 8000),
-                ssl=parsed.scheme == "https", settings=chroma_settings,
+                host=parsed.hostname,
+                port=parsed.port or (443 if parsed.scheme == "https" else 8000),
+                ssl=parsed.scheme == "https",
+                settings=chroma_settings,
             )
         except Exception as exc:
             raise self._unavailable(exc) from None
@@ -218,26 +229,42 @@ class Store:
             self.db.execute("UPDATE files SET size=?, mtime_ns=? WHERE source=?", (size, mtime_ns, source))
 
     # ---- writes (call under write_lock) ---------------------------------------------------------------
-    def replace_file(self, source: str, file_hash: str, size: int, mtime_ns: int,
-                     chunks: list[Chunk], embeddings: np.ndarray) -> None:
+    def replace_file(
+        self, source: str, file_hash: str, size: int, mtime_ns: int, chunks: list[Chunk], embeddings: np.ndarray
+    ) -> None:
         """Make `chunks` the whole indexed content of `source`, as one recoverable step."""
         self._mark_pending(source, file_hash, size, mtime_ns)
         self._chroma(lambda: self.collection.delete(where={"source": source}))
         batch = max(1, self._max_batch())
         for i in range(0, len(chunks), batch):
             part = chunks[i : i + batch]
-            self._chroma(lambda part=part, i=i: self.collection.add(
-                ids=[c.id for c in part],
-                embeddings=embeddings[i : i + len(part)],
-                documents=[c.text for c in part],
-                metadatas=[self._chroma_meta(c) for c in part],
-            ))
+            self._chroma(
+                lambda part=part, i=i: self.collection.add(
+                    ids=[c.id for c in part],
+                    embeddings=embeddings[i : i + len(part)],
+                    documents=[c.text for c in part],
+                    metadatas=[self._chroma_meta(c) for c in part],
+                )
+            )
         with self.db:
             self.db.execute("DELETE FROM chunks WHERE source=?", (source,))
             self.db.executemany(
                 f"INSERT INTO chunks({_CHUNK_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [(c.id, c.text, c.source, c.start_char, c.end_char, c.start_line, c.end_line, c.page, c.title,
-                  c.hash) for c in chunks],
+                [
+                    (
+                        c.id,
+                        c.text,
+                        c.source,
+                        c.start_char,
+                        c.end_char,
+                        c.start_line,
+                        c.end_line,
+                        c.page,
+                        c.title,
+                        c.hash,
+                    )
+                    for c in chunks
+                ],
             )
             self.db.execute(
                 "UPDATE files SET state='done', n_chunks=?, indexed_at=? WHERE source=?",
@@ -310,8 +337,16 @@ class Store:
     @staticmethod
     def _chroma_meta(c: Chunk) -> dict:
         # Chroma metadata cannot hold None: page 0 means "not a PDF".
-        return {"source": c.source, "start_line": c.start_line, "end_line": c.end_line, "page": c.page or 0,
-                "start_char": c.start_char, "end_char": c.end_char, "title": c.title[:200], "hash": c.hash}
+        return {
+            "source": c.source,
+            "start_line": c.start_line,
+            "end_line": c.end_line,
+            "page": c.page or 0,
+            "start_char": c.start_char,
+            "end_char": c.end_char,
+            "title": c.title[:200],
+            "hash": c.hash,
+        }
 
     def _chroma(self, call):
         try:
@@ -340,9 +375,14 @@ class Store:
         where = None
         if sources:
             where = {"source": sources[0]} if len(sources) == 1 else {"source": {"$in": list(sources)}}
-        res = self._chroma(lambda: self.collection.query(
-            query_embeddings=[vector.tolist()], n_results=min(k, n), where=where, include=["distances"],
-        ))
+        res = self._chroma(
+            lambda: self.collection.query(
+                query_embeddings=[vector.tolist()],
+                n_results=min(k, n),
+                where=where,
+                include=["distances"],
+            )
+        )
         ids, dists = res["ids"][0], res["distances"][0]
         found = self.chunks(ids)
         # cosine distance -> cosine similarity; ids unknown to SQLite (mid-repair) are skipped
@@ -353,8 +393,10 @@ class Store:
         if not terms:
             return []
         match = " OR ".join(f'"{t}"' for t in dict.fromkeys(terms))
-        sql = (f"SELECT {', '.join('c.' + c.strip() for c in _CHUNK_COLS.split(','))}, bm25(chunks_fts) AS s "
-               "FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid WHERE chunks_fts MATCH ?")
+        sql = (
+            f"SELECT {', '.join('c.' + c.strip() for c in _CHUNK_COLS.split(','))}, bm25(chunks_fts) AS s "
+            "FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid WHERE chunks_fts MATCH ?"
+        )
         args: list = [match]
         if sources:
             sql += f" AND c.source IN ({','.join('?' * len(sources))})"

@@ -23,9 +23,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 def settings(tmp_path):
     from qa.config import load_settings
 
-    return load_settings({"vectorstore": tmp_path / "index", "corpus": tmp_path / "corpus",
-                          "cache_dir": os.environ.get("QA_TEST_CACHE", str(Path.home() / ".cache" / "qa"))},
-                         env={})
+    return load_settings(
+        {
+            "vectorstore": tmp_path / "index",
+            "corpus": tmp_path / "corpus",
+            "cache_dir": os.environ.get("QA_TEST_CACHE", str(Path.home() / ".cache" / "qa")),
+        },
+        env={},
+    )
 
 
 @pytest.fixture
@@ -54,5 +59,11 @@ def assistant(settings):
 def run_qa(*args: str, env: dict | None = None, timeout: float = 300, cwd: Path | None = None):
     """Run the real CLI in a subprocess, as a user would."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "qa.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=full_env, cwd=cwd or ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "qa.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=cwd or ROOT,
+    )

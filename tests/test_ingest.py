@@ -177,18 +177,25 @@ def test_cli_bad_corpus_is_one_clear_line(settings, tmp_path, make):
 def _write_many(folder, n):
     words = "river bank loan interest harbour ship cargo crane winter frost".split()
     for i in range(n):
-        body = "\n".join(f"Document {i} line {j}: the {words[(i + j) % 10]} and the {words[(i * j) % 10]} "
-                         f"were counted {i * 31 + j} times in report {i}-{j}." for j in range(40))
+        body = "\n".join(
+            f"Document {i} line {j}: the {words[(i + j) % 10]} and the {words[(i * j) % 10]} "
+            f"were counted {i * 31 + j} times in report {i}-{j}."
+            for j in range(40)
+        )
         (folder / f"doc{i:03d}.txt").write_text(body)
 
 
 @pytest.mark.parametrize("kill_after_done", [0, 3, 12])
 def test_kill_9_mid_ingest_is_repaired_to_what_a_clean_run_produces(settings, corpus, tmp_path, kill_after_done):
     _write_many(corpus, 24)
-    env = {**os.environ, "QA_VECTORSTORE": str(settings.vectorstore), "QA_EMBED_BATCH": "4",
-           "QA_CORPUS": str(corpus)}
-    proc = subprocess.Popen([sys.executable, "-m", "qa.cli", "ingest"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "QA_VECTORSTORE": str(settings.vectorstore), "QA_EMBED_BATCH": "4", "QA_CORPUS": str(corpus)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qa.cli", "ingest"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     db = settings.vectorstore / "qa.sqlite3"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:

@@ -56,8 +56,12 @@ def assemble(name: str, cache_dir: Path) -> Path:
     model = SHIPPED[name]
     target = cache_dir / "models" / f"{name}.gguf"
     stamp = target.with_suffix(".sha256")
-    if target.is_file() and target.stat().st_size == model.size and stamp.is_file() \
-            and stamp.read_text().strip() == model.sha256:
+    if (
+        target.is_file()
+        and target.stat().st_size == model.size
+        and stamp.is_file()
+        and stamp.read_text().strip() == model.sha256
+    ):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".part{os.getpid()}")
@@ -133,7 +137,10 @@ class LlamaCppGenerator:
         with self.lock:
             try:
                 pieces = self.llm.create_chat_completion(
-                    messages=messages, max_tokens=max_tokens, temperature=temperature, stream=True,
+                    messages=messages,
+                    max_tokens=max_tokens,
+                    temperature=temperature,
+                    stream=True,
                     top_k=1 if temperature == 0 else 40,
                 )
                 for piece in pieces:

@@ -23,8 +23,13 @@ class OpenAICompatGenerator:
         self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10)))
 
     def _payload(self, messages: list[Message], max_tokens: int, temperature: float, stream: bool) -> dict:
-        return {"model": self.model, "messages": messages, "max_tokens": max_tokens,
-                "temperature": temperature, "stream": stream}
+        return {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "stream": stream,
+        }
 
     def stream(self, messages: list[Message], max_tokens: int, temperature: float = 0.0) -> Iterator[str]:
         url = f"{self.base_url}/chat/completions"
@@ -47,7 +52,9 @@ class OpenAICompatGenerator:
                     if text:
                         yield text
         except httpx.TimeoutException:
-            raise GeneratorError(f"model endpoint {url} did not answer within {self.timeout:g}s (llm_timeout)") from None
+            raise GeneratorError(
+                f"model endpoint {url} did not answer within {self.timeout:g}s (llm_timeout)"
+            ) from None
         except httpx.HTTPError as exc:
             raise GeneratorError(f"model endpoint {url} is unreachable ({type(exc).__name__}: {exc})") from None
 
