@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -11,7 +12,8 @@ from typing import Any
 
 from qa.answer import Answer, build_messages, check_answer, declined
 from qa.config import Settings, load_settings
-from qa.errors import CorpusError, QuestionError
+from qa.documents import Document, load_document, safe_filename
+from qa.errors import CorpusError, DocumentError, QuestionError
 from qa.ingest import IngestReport, chunking_signature, ingest
 from qa.retrieve import Retriever, rewrite_question
 from qa.store import Store
@@ -80,6 +82,43 @@ class Assistant:
     def status(self) -> dict:
         return self.store.stats()
 
+    def add_document(
+        self, uploaded: Path | str, name: str, progress: Callable[[int, int, str], None] | None = None
+    ) -> IngestReport:
+        """Copy a file into the corpus folder under a safe name and index it.
+
+        The file is loaded first: a broken or unsupported file raises DocumentError and the corpus and index
+        stay as they were (an existing file of that name is not replaced).
+        """
+        name = safe_filename(name)
+        load_document(Path(uploaded), name)  # raises DocumentError with the reason
+        corpus = Path(self.settings.corpus)
+        corpus.mkdir(parents=True, exist_ok=True)
+        target = corpus / name
+        if not target.resolve().is_relative_to(corpus.resolve()):
+            raise DocumentError(name, "would be written outside the corpus folder")
+        tmp = corpus / f".{name}.upload"
+        shutil.copyfile(uploaded, tmp)
+        os.replace(tmp, target)  # atomic: an ingest never sees half a file
+        return self.ingest(progress=progress)
+
+    def remove_document(self, source: str) -> IngestReport:
+        """Delete a file from the corpus folder and its chunks from the index."""
+        corpus = Path(self.settings.corpus).resolve()
+        target = (corpus / source).resolve()
+        if not target.is_relative_to(corpus) or not target.is_file():
+            raise DocumentError(source, "no such document in the corpus")
+        target.unlink()
+        return self.ingest()
+
+    def document(self, source: str) -> Document:
+        """The cleaned text of an indexed document, for showing it at a cited place."""
+        corpus = Path(self.settings.corpus).resolve()
+        target = (corpus / source).resolve()
+        if not target.is_relative_to(corpus):
+            raise DocumentError(source, "outside the corpus folder")
+        return load_document(target, source)
+
     def documents(self) -> list[dict]:
         return [
             {"source": r.source, "chunks": r.n_chunks, "size": r.size}
@@ -98,18 +137,24 @@ class Assistant:
     def retriever(self) -> Retriever:
         return Retriever(self.store, self.embedder, self.settings.candidates)
 
-    def ask(self, question: str, history: History | None = None, sources: list[str] | None = None) -> Answer:
+    def ask(
+        self, question: str, history: History | None = None, sources: list[str] | None = None, top_k: int | None = None
+    ) -> Answer:
         """Answer `question` from the indexed documents. `history` holds earlier turns for follow-ups;
         `sources` limits retrieval to those files. Raises QuestionError, GeneratorError, CorpusError."""
         answer = None
-        for event in self.stream(question, history, sources):
+        for event in self.stream(question, history, sources, top_k):
             if isinstance(event, Answer):
                 answer = event
         assert answer is not None
         return answer
 
     def stream(
-        self, question: str, history: History | None = None, sources: list[str] | None = None
+        self,
+        question: str,
+        history: History | None = None,
+        sources: list[str] | None = None,
+        top_k: int | None = None,
     ) -> Iterator[str | Answer]:
         """Like ask(), but yields the model's text as it is written, then the checked Answer last.
 
@@ -126,7 +171,7 @@ class Assistant:
             standalone = rewrite_question(self.generator, question, history)
             timings["rewrite"] = time.perf_counter() - started
         t = time.perf_counter()
-        passages = self.retriever.search(standalone, s.top_k, sources=sources)
+        passages = self.retriever.search(standalone, top_k or s.top_k, sources=sources)
         timings["retrieve"] = time.perf_counter() - t
         best = max((p.dense for p in passages if p.dense is not None), default=0.0)
         if best < s.min_relevance:

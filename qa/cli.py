@@ -66,6 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("chat", parents=[parent], help="a conversation in the terminal")
     p.add_argument("--source", action="append", dest="sources", metavar="FILE")
 
+    p = sub.add_parser("eval", parents=[parent], help="measure answers on known-answer questions")
+    p.add_argument("--questions", type=Path, default=Path("eval/questions.jsonl"), help="JSON Lines question file")
+    p.add_argument("--json", type=Path, dest="json_out", metavar="OUT", help="write summary and items here")
+    p.add_argument("--chart", type=Path, help="write a PNG chart of the summary (default: next to --json)")
+    p.add_argument("--ids", nargs="+", help="only these question ids")
+    p.add_argument(
+        "--floor",
+        action="append",
+        default=[],
+        metavar="METRIC=VALUE",
+        help="fail (exit 1) when METRIC is below VALUE (above, for false_declines and latencies)",
+    )
+
     p = sub.add_parser("ui", parents=[parent], help="start the web chat")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860)
@@ -177,6 +190,41 @@ def cmd_chat(args, assistant) -> int:
             print(f"error: {exc}", file=sys.stderr)
 
 
+def cmd_eval(args, assistant) -> int:
+    from qa import evaluate
+
+    floors = {}
+    for item in args.floor:
+        name, _, value = item.partition("=")
+        try:
+            floors[name] = float(value)
+        except ValueError:
+            raise evaluate.QuestionFileError(f"--floor {item}: expected METRIC=NUMBER") from None
+    questions = evaluate.load_questions(args.questions)
+    if args.ids:
+        questions = [q for q in questions if q.id in set(args.ids)]
+    report = assistant.ingest()
+    if report.failed:
+        print(f"note: {len(report.failed)} corpus file(s) could not be indexed", file=sys.stderr)
+
+    def progress(n, total, item):
+        mark = "ok" if item["score"]["correct"] or (item["abstained"] and not item["expected"]["answerable"]) else "--"
+        print(f"[{n}/{total}] {mark} {item['id']}: {item['answer'][:90]}", file=sys.stderr)
+
+    result = evaluate.run_eval(assistant, questions, assistant.settings.corpus, progress)
+    print(evaluate.format_table(result["summary"]))
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(result, ensure_ascii=False, indent=2))
+    chart = args.chart or (args.json_out.with_suffix(".png") if args.json_out else None)
+    if chart:
+        evaluate.write_chart(result["summary"], chart)
+    misses = evaluate.check_floors(result["summary"], floors)
+    for miss in misses:
+        print(f"FAIL: {miss}", file=sys.stderr)
+    return 1 if misses else 0
+
+
 def cmd_ui(args, assistant) -> int:
     from qa.ui import launch
 
@@ -184,7 +232,14 @@ def cmd_ui(args, assistant) -> int:
     return 0
 
 
-COMMANDS = {"ingest": cmd_ingest, "status": cmd_status, "ask": cmd_ask, "chat": cmd_chat, "ui": cmd_ui}
+COMMANDS = {
+    "ingest": cmd_ingest,
+    "status": cmd_status,
+    "ask": cmd_ask,
+    "chat": cmd_chat,
+    "eval": cmd_eval,
+    "ui": cmd_ui,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,12 +34,12 @@ class Settings:
     # Embedding and chunking. "all-MiniLM-L6-v2" resolves to the copy shipped in a PyPI package.
     embed_model: str = "all-MiniLM-L6-v2"
     embed_batch: int = 32
-    chunk_size: int = 800  # characters (~180 tokens, under MiniLM's 256-token window)
-    chunk_overlap: int = 120
+    chunk_size: int = 600  # characters (~140 tokens: under MiniLM's 256-token window, and short prompts)
+    chunk_overlap: int = 100
     threads: int = 2
 
     # Retrieval
-    top_k: int = 5
+    top_k: int = 4
     candidates: int = 30  # per retriever, before fusion
     max_question_chars: int = 2000
     min_relevance: float = 0.25  # best dense cosine below this and no strong keyword hit -> decline
@@ -52,6 +52,9 @@ class Settings:
     llm_timeout: float = 60.0
     llm_max_tokens: int = 256
     llm_ctx: int = 4096
+    # Web UI login (both set = login required)
+    ui_user: str = ""
+    ui_password: str = ""
     cache_dir: Path = field(
         default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "qa"
     )

@@ -262,8 +262,8 @@ def _read_bytes(path: Path, source: str) -> bytes:
 
 
 def load_document(path: Path, source: str) -> Document:
-    """Load one supported file. Raises DocumentError with a one-line reason naming the file."""
-    suffix = path.suffix.lower()
+    """Load one supported file; its type comes from the name `source`. Raises DocumentError naming the file."""
+    suffix = Path(source).suffix.lower()
     if suffix == ".pdf":
         return load_pdf(path, source)
     if suffix in (".html", ".htm"):
@@ -319,3 +319,18 @@ def scan_corpus(root: Path, max_bytes: int) -> list[CorpusFile]:
     if not found:
         raise CorpusError(f"corpus folder {root} has no .txt, .md, .html or .pdf files")
     return found
+
+
+def safe_filename(name: str) -> str:
+    """A file name from an upload that cannot leave the corpus folder: no folders, no '..', no odd characters.
+
+    Raises DocumentError when nothing usable is left or the type is not supported.
+    """
+    base = unicodedata.normalize("NFC", name.replace("\\", "/").split("/")[-1])
+    base = "".join(ch for ch in base if unicodedata.category(ch)[0] not in ("C", "Z") or ch == " ")
+    base = re.sub(r"\s+", " ", base).strip(" .")
+    if not base or base in (".", ".."):
+        raise DocumentError(name, "not a usable file name")
+    if Path(base).suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise DocumentError(base, f"unsupported file type (use {', '.join(SUPPORTED_SUFFIXES)})")
+    return base[:180]

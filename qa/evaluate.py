@@ -1,0 +1,235 @@
+"""Evaluation: run the real pipeline on known-answer questions and measure answers, declines and citations.
+
+Question files are JSON Lines, one object a line:
+  {"id": str, "question": str, "answers": [str], "sources": [str], "answerable": bool}
+Unknown fields are ignored, so anyone's file with these fields drops in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import string
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from qa.documents import load_document
+from qa.errors import DocumentError, QAError
+
+
+class QuestionFileError(QAError):
+    """A question file that cannot be used (names the file and line)."""
+
+
+@dataclass
+class Question:
+    id: str
+    question: str
+    answers: list[str]
+    sources: list[str]
+    answerable: bool
+
+
+_FIELDS = {"id": str, "question": str, "answers": list, "sources": list, "answerable": bool}
+
+
+def load_questions(path: Path) -> list[Question]:
+    """Read and validate a question file. Raises QuestionFileError naming the line and what is wrong."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise QuestionFileError(f"{path}: cannot read ({exc})") from None
+    questions, seen = [], set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise QuestionFileError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise QuestionFileError(f"{path}:{number}: expected a JSON object")
+        for name, kind in _FIELDS.items():
+            if name not in obj:
+                raise QuestionFileError(f"{path}:{number}: missing field '{name}'")
+            if not isinstance(obj[name], kind):
+                raise QuestionFileError(f"{path}:{number}: field '{name}' must be {kind.__name__}")
+        for name in ("answers", "sources"):
+            if not all(isinstance(x, str) for x in obj[name]):
+                raise QuestionFileError(f"{path}:{number}: field '{name}' must be a list of strings")
+        if obj["answerable"] and not obj["answers"]:
+            raise QuestionFileError(f"{path}:{number}: an answerable question needs at least one answer")
+        if obj["id"] in seen:
+            raise QuestionFileError(f"{path}:{number}: duplicate id '{obj['id']}'")
+        seen.add(obj["id"])
+        questions.append(Question(**{name: obj[name] for name in _FIELDS}))
+    if not questions:
+        raise QuestionFileError(f"{path}: no questions in the file")
+    return questions
+
+
+# ---- metrics (SQuAD-style normalisation) ---------------------------------------------------------------
+
+
+def normalize(text: str) -> str:
+    text = text.lower().replace("’", "'").replace("‘", "'").replace("“", '"').replace("”", '"')
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _strip_markers(text: str) -> str:
+    return re.sub(r"\[\d+\]", " ", text)
+
+
+def contains_answer(prediction: str, answers: list[str]) -> bool:
+    pred = f" {normalize(_strip_markers(prediction))} "
+    return any(f" {normalize(a)} " in pred for a in answers if normalize(a))
+
+
+def token_f1(prediction: str, answers: list[str]) -> float:
+    pred = normalize(_strip_markers(prediction)).split()
+    best = 0.0
+    for answer in answers:
+        gold = normalize(answer).split()
+        common = sum((Counter(pred) & Counter(gold)).values())
+        if common:
+            precision, recall = common / len(pred), common / len(gold)
+            best = max(best, 2 * precision * recall / (precision + recall))
+    return best
+
+
+def _p95(values: list[float]) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+class _QuoteChecker:
+    """Is a quote verbatim in the cited file (as loaded and cleaned, i.e. what a reader of the file sees)?"""
+
+    def __init__(self, corpus: Path):
+        self.corpus = corpus
+        self.texts: dict[str, str] = {}
+
+    def __call__(self, source: str, quote: str) -> bool:
+        if source not in self.texts:
+            try:
+                self.texts[source] = " ".join(load_document(self.corpus / source, source).text.split())
+            except DocumentError:
+                self.texts[source] = ""
+        return " ".join(quote.split()) in self.texts[source]
+
+
+def score_item(q: Question, answer: dict, top_k: int, quote_ok: Callable[[str, str], bool]) -> dict:
+    """The per-question measurements, added to the answer object."""
+    retrieved = [p["source"] for p in answer["retrieved"]]
+    rank = next((i for i, s in enumerate(retrieved, 1) if s in q.sources), None)
+    cited = [c["source"] for c in answer["citations"]]
+    return {
+        "correct": q.answerable and not answer["abstained"] and contains_answer(answer["answer"], q.answers),
+        "f1": token_f1(answer["answer"], q.answers) if q.answerable and not answer["abstained"] else 0.0,
+        "hit": rank is not None and rank <= top_k,
+        "rr": 1.0 / rank if rank else 0.0,
+        "cited_in_sources": sum(s in q.sources for s in cited),
+        "citations": len(cited),
+        "faithful_quotes": sum(quote_ok(c["source"], c["quote"]) for c in answer["citations"]),
+    }
+
+
+def summarize(questions: list[Question], items: list[dict], top_k: int) -> dict:
+    ans = [i for q, i in zip(questions, items, strict=True) if q.answerable]
+    unans = [i for q, i in zip(questions, items, strict=True) if not q.answerable]
+    answered = [i for i in ans if not i["abstained"]]
+    n_cit = sum(i["score"]["citations"] for i in answered)
+    n_all_cit = sum(i["score"]["citations"] for i in items)
+    totals = [i["timings"].get("total", 0.0) for i in items]
+    firsts = [i["timings"]["first_token"] for i in items if "first_token" in i["timings"]]
+
+    def share(num: float, den: int) -> float | None:
+        return round(num / den, 4) if den else None
+
+    return {
+        "questions": len(items),
+        "answerable": len(ans),
+        "unanswerable": len(unans),
+        "answer_accuracy": share(sum(i["score"]["correct"] for i in ans), len(ans)),
+        "token_f1": share(sum(i["score"]["f1"] for i in ans), len(ans)),
+        "correct_declines": share(sum(i["abstained"] for i in unans), len(unans)),
+        "false_declines": share(sum(i["abstained"] for i in ans), len(ans)),
+        f"retrieval_hit@{top_k}": share(sum(i["score"]["hit"] for i in ans), len(ans)),
+        "retrieval_mrr": share(sum(i["score"]["rr"] for i in ans), len(ans)),
+        "citation_precision": share(sum(i["score"]["cited_in_sources"] for i in answered), n_cit),
+        "citation_faithfulness": share(sum(i["score"]["faithful_quotes"] for i in items), n_all_cit),
+        "latency_median_s": round(statistics.median(totals), 3) if totals else None,
+        "latency_p95_s": round(_p95(totals), 3),
+        "first_token_median_s": round(statistics.median(firsts), 3) if firsts else None,
+    }
+
+
+def run_eval(
+    assistant, questions: list[Question], corpus: Path, progress: Callable[[int, int, dict], None] | None = None
+) -> dict:
+    """Ask every question through `assistant` (already ingested) and return {"summary", "items"}."""
+    top_k = assistant.settings.top_k
+    quote_ok = _QuoteChecker(Path(corpus))
+    items = []
+    for n, q in enumerate(questions, start=1):
+        answer = assistant.ask(q.question).to_dict()
+        item = {
+            "id": q.id,
+            **answer,
+            "expected": {"answers": q.answers, "sources": q.sources, "answerable": q.answerable},
+        }
+        item["score"] = score_item(q, answer, top_k, quote_ok)
+        items.append(item)
+        if progress:
+            progress(n, len(questions), item)
+    return {"summary": summarize(questions, items, top_k), "items": items}
+
+
+def check_floors(summary: dict, floors: dict[str, float]) -> list[str]:
+    """The metrics that miss their floor ("false_declines" and latencies are ceilings)."""
+    misses = []
+    for name, bound in floors.items():
+        value = summary.get(name)
+        if value is None:
+            continue
+        ceiling = name.startswith("false_") or name.startswith("latency") or name.startswith("first_token")
+        if (value > bound) if ceiling else (value < bound):
+            misses.append(f"{name} = {value} ({'above ceiling' if ceiling else 'below floor'} {bound})")
+    return misses
+
+
+def format_table(summary: dict) -> str:
+    width = max(len(k) for k in summary)
+    return "\n".join(f"{k:<{width}}  {'-' if v is None else v}" for k, v in summary.items())
+
+
+def write_chart(summary: dict, path: Path, title: str = "qa evaluation") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = {
+        k: v
+        for k, v in summary.items()
+        if isinstance(v, float) and 0 <= v <= 1 and "latency" not in k and "first_token" not in k
+    }
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rates) + 1.2))
+    names = list(rates)[::-1]
+    bars = ax.barh(names, [rates[n] for n in names], color="#3b6ea8")
+    ax.bar_label(bars, fmt="%.2f", padding=3)
+    ax.set_xlim(0, 1.1)
+    latency = summary.get("latency_median_s")
+    ax.set_title(f"{title} — {summary['questions']} questions, median latency {latency}s")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

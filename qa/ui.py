@@ -1,0 +1,265 @@
+"""The Gradio chat UI: a thin edge over qa.api.Assistant.
+
+Everything taken from documents or the model is HTML-escaped before it is shown, so a document holding
+`<script>` or `<img onerror=...>` shows as text and runs nothing.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+import gradio as gr
+
+from qa.answer import Answer
+from qa.api import Assistant
+from qa.errors import QAError
+
+EXAMPLES = [
+    "How many MEK members did Albania offer to take in?",
+    "Who rejected the asylum offer, and why?",
+    "What did the State Department spokeswoman urge the MEK to do?",
+    "How do the sources describe Camp Liberty?",
+]
+
+CSS = """
+.cite { border-left: 3px solid #3b6ea8; padding: 4px 10px; margin: 8px 0; }
+.cite .where { font-size: 0.9em; color: #555; }
+.cite blockquote { margin: 4px 0; white-space: pre-wrap; }
+.cite mark, .doc mark { background: #ffe58a; }
+.doc { font-family: ui-monospace, monospace; font-size: 0.85em; max-height: 480px; overflow: auto; }
+.doc .ln { color: #999; user-select: none; display: inline-block; width: 3.5em; }
+.decline { color: #8a4b00; }
+"""
+
+SCROLL_TO_MARK = (
+    "() => { setTimeout(() => { const m = document.querySelector('#doc-view mark');"
+    " if (m) m.scrollIntoView({block: 'center'}); }, 300); }"
+)
+
+
+def _where(source: str, start: int, end: int, page: int | None) -> str:
+    lines = f"line {start}" if start == end else f"lines {start}–{end}"
+    return f"{source}{f', page {page}' if page else ''}, {lines}"
+
+
+def answer_markdown(answer: Answer) -> str:
+    """The answer for the chat: escaped text, each [n] a link to its citation in the sources panel."""
+    if answer.abstained:
+        return (
+            "**The documents don't say.** Nothing in the indexed documents answers this; "
+            "the closest passages are in the Sources panel."
+        )
+    text = html.escape(answer.text)
+    text = re.sub(r"\[(\d+)\]", r"[\[\1\]](#cite-\1)", text)
+    if answer.unsupported:
+        text += f"\n\n_{len(answer.unsupported)} unsupported sentence(s) removed after checking._"
+    return text
+
+
+def _highlight(passage: str, quote: str) -> str:
+    at = passage.find(quote) if quote else -1
+    if at < 0:
+        return html.escape(passage)
+    return (
+        html.escape(passage[:at]) + "<mark>" + html.escape(quote) + "</mark>" + html.escape(passage[at + len(quote) :])
+    )
+
+
+def sources_html(answer: Answer | None, show_retrieved: bool = False) -> str:
+    if answer is None:
+        return "<p>Ask a question: its sources appear here.</p>"
+    parts = []
+    by_id = {p.chunk.id: p.chunk for p in answer.retrieved}
+    for c in answer.citations:
+        chunk = by_id.get(c.chunk_id)
+        body = _highlight(chunk.text, c.quote) if chunk else f"<mark>{html.escape(c.quote)}</mark>"
+        parts.append(
+            f'<div class="cite" id="cite-{c.n}"><b>[{c.n}]</b> '
+            f'<span class="where">{html.escape(_where(c.source, c.start_line, c.end_line, c.page))}</span>'
+            f"<blockquote>{body}</blockquote></div>"
+        )
+    if answer.abstained:
+        parts.append('<p class="decline"><b>The documents don\'t say.</b> Closest passages:</p>')
+    if answer.abstained or show_retrieved:
+        if not answer.abstained:
+            parts.append("<p><b>Retrieved passages</b> (rank order):</p>")
+        for p in answer.retrieved:
+            ch = p.chunk
+            where = html.escape(_where(ch.source, ch.start_line, ch.end_line, ch.page))
+            parts.append(
+                f'<div class="cite retrieved"><span class="where">{where} · score {p.score:.3f}</span>'
+                f"<blockquote>{html.escape(ch.text)}</blockquote></div>"
+            )
+    return "\n".join(parts) or "<p>No sources.</p>"
+
+
+def document_html(assistant: Assistant, source: str, start: int, end: int) -> str:
+    doc = assistant.document(source)
+    rows = []
+    for i, (line_no, text) in enumerate(zip(doc.line_map, doc.text.split("\n"), strict=False)):
+        body = html.escape(text) or "&nbsp;"
+        if start <= line_no <= end:
+            body = f"<mark>{body}</mark>"
+        rows.append(f'<div id="L{i}"><span class="ln">{line_no}</span>{body}</div>')
+    return f'<div class="doc"><p><b>{html.escape(source)}</b></p>{"".join(rows)}</div>'
+
+
+def build_app(assistant: Assistant) -> gr.Blocks:
+    settings = assistant.settings
+
+    def documents_table():
+        return [[d["source"], d["chunks"]] for d in assistant.documents()]
+
+    def respond(message, chat, history, top_k, show_retrieved):
+        chat = list(chat or [])
+        chat.append({"role": "user", "content": html.escape(message or "")})
+        try:
+            draft = ""
+            for event in assistant.stream(message, history, top_k=int(top_k)):
+                if isinstance(event, Answer):
+                    answer = event
+                    break
+                draft += event
+                yield (
+                    chat + [{"role": "assistant", "content": html.escape(draft) + " ▌"}],
+                    history,
+                    gr.update(),
+                    gr.update(),
+                    "",
+                )
+        except QAError as exc:
+            yield (
+                chat + [{"role": "assistant", "content": f"⚠️ {html.escape(str(exc))}"}],
+                history,
+                gr.update(),
+                gr.update(),
+                "",
+            )
+            return
+        chat.append({"role": "assistant", "content": answer_markdown(answer)})
+        history = list(history or []) + [(answer.question, answer.text)]
+        choices = [
+            (f"[{c.n}] {_where(c.source, c.start_line, c.end_line, c.page)}", f"{c.source}|{c.start_line}|{c.end_line}")
+            for c in answer.citations
+        ]
+        if answer.abstained:
+            choices = [
+                (
+                    _where(p.chunk.source, p.chunk.start_line, p.chunk.end_line, p.chunk.page),
+                    f"{p.chunk.source}|{p.chunk.start_line}|{p.chunk.end_line}",
+                )
+                for p in answer.retrieved
+            ]
+        yield chat, history, sources_html(answer, show_retrieved), gr.update(choices=choices, value=None), ""
+
+    def open_document(choice):
+        if not choice:
+            return ""
+        source, start, end = choice.rsplit("|", 2)
+        try:
+            return document_html(assistant, source, int(start), int(end))
+        except QAError as exc:
+            return f"<p>⚠️ {html.escape(str(exc))}</p>"
+
+    def upload(files, progress=gr.Progress()):  # noqa: B008 (how Gradio injects a progress bar)
+        messages = []
+        for f in files or []:
+            path = Path(getattr(f, "name", f))
+            original = getattr(f, "orig_name", None) or path.name
+            try:
+                report = assistant.add_document(
+                    path, original, progress=lambda d, t, s: progress((d, t), desc=f"indexing {s}")
+                )
+                failed = "; ".join(f"{s}: {r}" for s, r in report.failed)
+                messages.append(
+                    f"✅ {html.escape(original)} indexed ({report.chunks} chunks)"
+                    + (f" — skipped: {html.escape(failed)}" if failed else "")
+                )
+            except QAError as exc:
+                messages.append(f"❌ {html.escape(str(exc))} — nothing was indexed")
+        sources = [d["source"] for d in assistant.documents()]
+        return "\n\n".join(messages), documents_table(), gr.update(choices=sources, value=None)
+
+    def remove(source):
+        if not source:
+            return "Choose a document to remove.", documents_table(), gr.update()
+        try:
+            assistant.remove_document(source)
+            message = f"Removed {html.escape(source)}."
+        except QAError as exc:
+            message = f"❌ {html.escape(str(exc))}"
+        return message, documents_table(), gr.update(choices=[d["source"] for d in assistant.documents()], value=None)
+
+    def api_ask(question: str) -> dict:
+        """Ask one question; returns the answer object (same fields as `qa ask --json`)."""
+        return assistant.ask(question).to_dict()
+
+    with gr.Blocks(title="qa — answers from your documents") as app:
+        gr.Markdown("## qa — answers from your documents, with checked citations")
+        history = gr.State([])
+        with gr.Row():
+            with gr.Column(scale=3):
+                chatbot = gr.Chatbot(
+                    label="Chat", height=480, elem_id="chat", sanitize_html=True, feedback_options=None
+                )
+                with gr.Row():
+                    box = gr.Textbox(
+                        placeholder="Ask about your documents…", show_label=False, scale=5, elem_id="question"
+                    )
+                    send = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
+                clear = gr.Button("Clear chat", elem_id="clear")
+                gr.Examples(EXAMPLES, inputs=box, label="Example questions")
+            with gr.Column(scale=2):
+                sources = gr.HTML(sources_html(None), label="Sources", elem_id="sources")
+                cited = gr.Dropdown(label="Open a cited document at that place", choices=[], elem_id="open-doc")
+                viewer = gr.HTML("", elem_id="doc-view")
+        with gr.Accordion("Documents", open=False, elem_id="documents"):
+            uploader = gr.File(label="Add documents (.txt .md .html .pdf)", file_count="multiple", elem_id="upload")
+            upload_status = gr.Markdown(elem_id="upload-status")
+            table = gr.Dataframe(
+                documents_table(), headers=["document", "chunks"], interactive=False, elem_id="doc-table"
+            )
+            with gr.Row():
+                to_remove = gr.Dropdown([d["source"] for d in assistant.documents()], label="Document")
+                remove_btn = gr.Button("Remove from corpus (deletes the file)", variant="stop")
+        with gr.Accordion("Settings", open=False):
+            gr.Markdown(
+                f"Answering model: `{settings.llm}:{settings.llm_model}`"
+                f"{' at ' + settings.llm_base_url if settings.llm == 'openai' else ''} · "
+                f"embeddings: `{settings.embed_model}` · index: `{settings.chroma_url or settings.vectorstore}`"
+            )
+            top_k = gr.Slider(1, 10, value=settings.top_k, step=1, label="Passages per answer")
+            show_retrieved = gr.Checkbox(False, label="Show retrieved passages")
+
+        outputs = [chatbot, history, sources, cited, box]
+        box.submit(respond, [box, chatbot, history, top_k, show_retrieved], outputs, api_visibility="private")
+        send.click(respond, [box, chatbot, history, top_k, show_retrieved], outputs, api_visibility="private")
+        clear.click(
+            lambda: ([], [], sources_html(None), gr.update(choices=[], value=None), ""),
+            None,
+            [chatbot, history, sources, cited, viewer],
+            api_visibility="private",
+        )
+        cited.change(open_document, cited, viewer, api_visibility="private").then(None, js=SCROLL_TO_MARK)
+        uploader.upload(upload, uploader, [upload_status, table, to_remove], api_visibility="private")
+        remove_btn.click(remove, to_remove, [upload_status, table, to_remove], api_visibility="private")
+        gr.api(api_ask, api_name="ask")
+    return app
+
+
+def launch(assistant: Assistant, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> None:
+    s = assistant.settings
+    auth = (s.ui_user, s.ui_password) if s.ui_user and s.ui_password else None
+    assistant.ingest()  # the index mirrors the corpus before the first question
+    assistant.generator  # load the model now, not on the first question  # noqa: B018
+    app = build_app(assistant)
+    app.queue(default_concurrency_limit=4).launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        auth=auth,
+        css=CSS,
+        show_error=False,
+    )
