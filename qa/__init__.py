@@ -1,1 +1,11 @@
-"""qa: answers from your documents, with checked citations."""
+"""qa: answers from your documents, with checked citations.
+
+from qa import Assistant
+answer = Assistant(corpus="docs").ask("What changed in 2023?")
+"""
+
+from qa.answer import Answer, Citation
+from qa.api import Assistant
+from qa.chunking import Chunk
+
+__all__ = ["Answer", "Assistant", "Chunk", "Citation"]

@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from qa.answer import Answer, build_messages, check_answer, declined
+from qa.answer import JUDGE_INSTRUCTION, Answer, build_messages, check_answer, declined
 from qa.config import Settings, load_settings
 from qa.documents import Document, load_document, safe_filename
 from qa.errors import CorpusError, DocumentError, QuestionError
@@ -174,8 +174,17 @@ class Assistant:
         passages = self.retriever.search(standalone, top_k or s.top_k, sources=sources)
         timings["retrieve"] = time.perf_counter() - t
         best = max((p.dense for p in passages if p.dense is not None), default=0.0)
-        if best < s.min_relevance:
-            # Nothing close enough to the question: decline without asking the model, show the closest.
+        judge = getattr(self.generator, "yes_probability", None) if best >= s.min_relevance else None
+        p_yes = None
+        if judge and s.judge_threshold > 0:
+            # Before answering, the model judges whether the passages state the answer at all. It shares the
+            # whole prompt but its last line with the answer, so the sources are evaluated once for both.
+            t = time.perf_counter()
+            p_yes = judge(build_messages(standalone, passages, instruction=JUDGE_INSTRUCTION))
+            timings["judge"] = time.perf_counter() - t
+        if best < s.min_relevance or (p_yes is not None and p_yes < s.judge_threshold):
+            # Nothing close enough to the question, or the judge says the passages do not answer it:
+            # decline without an answer, and show the closest passages.
             answer = declined(Answer(question=question, text="", abstained=True, retrieved=passages))
         else:
             t = time.perf_counter()
@@ -187,7 +196,8 @@ class Assistant:
                 yield piece
             timings["generate"] = time.perf_counter() - t
             answer = check_answer(question, "".join(pieces), passages)
-            answer.model = self.generator.name
+        answer.model = self.generator.name if best >= s.min_relevance else ""
+        answer.judge = p_yes
         answer.standalone_question = standalone if history else ""
         timings["total"] = time.perf_counter() - started
         answer.timings = timings

@@ -180,7 +180,8 @@ def run_eval(
     quote_ok = _QuoteChecker(Path(corpus))
     items = []
     for n, q in enumerate(questions, start=1):
-        answer = assistant.ask(q.question).to_dict()
+        result = assistant.ask(q.question)
+        answer = {**result.to_dict(), "draft": result.raw}  # the model's unchecked reply, for diagnosis
         item = {
             "id": q.id,
             **answer,

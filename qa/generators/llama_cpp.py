@@ -123,6 +123,7 @@ class LlamaCppGenerator:
         self.n_ctx = settings.llm_ctx
         # One llama.cpp context cannot serve two requests at once; callers queue here.
         self.lock = threading.Lock()
+        self._formatter = None
 
     @classmethod
     def shared(cls, settings: Settings) -> LlamaCppGenerator:
@@ -152,6 +153,45 @@ class LlamaCppGenerator:
 
     def generate(self, messages: list[Message], max_tokens: int, temperature: float = 0.0) -> str:
         return "".join(self.stream(messages, max_tokens, temperature))
+
+    def yes_probability(self, messages: list[Message]) -> float:
+        """P("yes") against P("no") for the model's next token after `messages` (a yes/no question last).
+
+        Used as a judge ("do the sources state the answer?"). The prompt shares its prefix with the answer just
+        generated, so llama.cpp's KV cache holds all but the last few tokens and the judgement costs ~1 s.
+        """
+        import numpy as np
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        llm = self.llm
+        if self._formatter is None:
+            template = llm.metadata.get("tokenizer.chat_template")
+            if not template:
+                raise GeneratorError(f"{self.name}: the GGUF has no chat template, so it cannot judge")
+            vocab = llm._model
+            self._formatter = Jinja2ChatFormatter(
+                template=template,
+                eos_token=vocab.token_get_text(llm.token_eos()),
+                bos_token=vocab.token_get_text(llm.token_bos()),
+            )
+            self._yes_no = [
+                sorted({llm.tokenize(w.encode(), add_bos=False, special=False)[0] for w in words})
+                for words in (("yes", "Yes", " yes", " Yes"), ("no", "No", " no", " No"))
+            ]
+        formatted = self._formatter(messages=messages)
+        tokens = llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)
+        with self.lock:
+            cached = llm.input_ids[: llm.n_tokens].tolist()
+            shared = 0
+            for a, b in zip(cached, tokens, strict=False):
+                if a != b:
+                    break
+                shared += 1
+            llm.n_tokens = min(shared, len(tokens) - 1)  # eval() drops the cache past n_tokens
+            llm.eval(tokens[llm.n_tokens :])
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
+        yes, no = (np.exp(logits[ids] - logits.max()).sum() for ids in self._yes_no)
+        return float(yes / (yes + no)) if yes + no > 0 else 0.5
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
