@@ -1,8 +1,8 @@
 """Calibrate the yes/no judge threshold on held-apart data (ClapNQ dev), never on the seeds questions.
 
 For each sampled question: its own passage (gold for answerable, related-but-unanswering for unanswerable),
-the judge's P(yes) (asked before answering, as the product does), then the answer step (draft, checks). Prints, for candidate
-thresholds, the correct-decline and false-decline rates of the whole answer step.
+the judge's P(yes) (asked before answering, as the product does), then the answer step (draft, checks).
+Prints, for candidate thresholds, the correct-decline and false-decline rates of the whole answer step.
 Usage: python eval/calibrate_judge.py [N per half] > eval/results/calibrate_judge_clapnq.txt
 """
 

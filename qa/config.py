@@ -42,8 +42,10 @@ class Settings:
     top_k: int = 4
     candidates: int = 30  # per retriever, before fusion
     max_question_chars: int = 2000
-    min_relevance: float = 0.25
-    judge_threshold: float = 0.6  # calibrated on ClapNQ (eval/calibrate_judge.py); decline when the model's P(yes, the sources answer it) is below; 0 = off  # best dense cosine below this and no strong keyword hit -> decline
+    min_relevance: float = 0.25  # best dense cosine below this: decline without asking the model
+    # Decline when the model's P("yes, the sources state the answer") is below this; 0 turns the judge off.
+    # Chosen on held-apart ClapNQ data (eval/calibrate_judge.py, eval/results/), not on the seeds questions.
+    judge_threshold: float = 0.6
 
     # Generator: "local" (llama.cpp GGUF) or "openai" (any OpenAI-compatible endpoint)
     llm: str = "local"
