@@ -79,6 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail (exit 1) when METRIC is below VALUE (above, for false_declines and latencies)",
     )
 
+    p = sub.add_parser("eval-beir", parents=[parent], help="retrieval benchmark on a BEIR folder (e.g. SciFact)")
+    p.add_argument("folder", type=Path, help="BEIR folder with corpus.jsonl.gz, queries.jsonl, qrels/test.tsv")
+    p.add_argument("--max-docs", type=int, help="keep the relevant documents plus a seeded sample up to this many")
+    p.add_argument("--max-queries", type=int, help="only the first N test queries")
+    p.add_argument("--modes", nargs="+", default=["bm25", "dense", "hybrid"])
+    p.add_argument("--json", type=Path, dest="json_out", metavar="OUT")
+    p.add_argument(
+        "--floor",
+        action="append",
+        default=[],
+        metavar="MODE=NDCG",
+        help="fail (exit 1) when MODE's nDCG@10 is below NDCG",
+    )
+
     p = sub.add_parser("ui", parents=[parent], help="start the web chat")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860)
@@ -225,6 +239,34 @@ def cmd_eval(args, assistant) -> int:
     return 1 if misses else 0
 
 
+def cmd_eval_beir(args, assistant) -> int:
+    from qa import evaluate
+
+    corpus, queries, qrels = evaluate.load_beir(args.folder, args.max_docs, args.max_queries)
+    # The documents become files of a corpus folder next to the index, so the real ingest path is measured.
+    folder = Path(assistant.settings.vectorstore).parent / f"{Path(assistant.settings.vectorstore).name}-corpus"
+    evaluate.write_beir_corpus(corpus, folder)
+    report = assistant.ingest(folder, progress=_progress_bar())
+    print(f"{len(corpus)} documents, {len(queries)} queries; ingest: {report.summary()}", file=sys.stderr)
+    rows = [evaluate.beir_scores(assistant.retriever, queries, qrels, mode) for mode in args.modes]
+    for row in rows:
+        print("  ".join(f"{k}={v}" for k, v in row.items()))
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(
+            json.dumps({"documents": len(corpus), "ingest": report.to_dict(), "modes": rows}, indent=2)
+        )
+    misses = []
+    for item in args.floor:
+        mode, _, value = item.partition("=")
+        got = next((r["ndcg@10"] for r in rows if r["mode"] == mode), None)
+        if got is not None and got < float(value):
+            misses.append(f"{mode} nDCG@10 = {got} (below floor {value})")
+    for miss in misses:
+        print(f"FAIL: {miss}", file=sys.stderr)
+    return 1 if misses else 0
+
+
 def cmd_ui(args, assistant) -> int:
     from qa.ui import launch
 
@@ -238,6 +280,7 @@ COMMANDS = {
     "ask": cmd_ask,
     "chat": cmd_chat,
     "eval": cmd_eval,
+    "eval-beir": cmd_eval_beir,
     "ui": cmd_ui,
 }
 

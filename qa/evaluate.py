@@ -234,3 +234,96 @@ def write_chart(summary: dict, path: Path, title: str = "qa evaluation") -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# ---- BEIR-style retrieval benchmark (SciFact) ----------------------------------------------------------
+
+PUBLISHED_NDCG10 = {"bm25": 0.665, "dense": 0.645, "hybrid": None}  # BEIR paper (BM25); MTEB (MiniLM-L6-v2)
+
+
+def load_beir(folder: Path, max_docs: int | None = None, max_queries: int | None = None, seed: int = 13):
+    """(corpus {id: (title, text)}, queries {id: text}, qrels {qid: {docid}}) for the BEIR test split.
+
+    With max_docs, the corpus is cut to every document judged relevant to the kept queries plus a seeded
+    random sample of the others: a smaller haystack that keeps every needle.
+    """
+    import gzip
+    import random
+
+    folder = Path(folder)
+    qrels: dict[str, set[str]] = {}
+    for line in (folder / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+        qid, docid, score = line.split("\t")[:3]
+        if int(score) > 0:
+            qrels.setdefault(qid, set()).add(docid)
+    all_queries = {}
+    for line in (folder / "queries.jsonl").read_text().splitlines():
+        if line.strip():
+            obj = json.loads(line)
+            if obj["_id"] in qrels:
+                all_queries[obj["_id"]] = obj["text"]
+    ids = sorted(all_queries, key=int)[:max_queries] if max_queries else sorted(all_queries, key=int)
+    queries = {q: all_queries[q] for q in ids}
+    qrels = {q: qrels[q] for q in ids}
+    with gzip.open(folder / "corpus.jsonl.gz", "rt", encoding="utf-8") as f:
+        corpus = {o["_id"]: (o.get("title", ""), o["text"]) for o in map(json.loads, f) if o}
+    if max_docs and max_docs < len(corpus):
+        needed = set().union(*qrels.values()) & corpus.keys()
+        others = sorted(corpus.keys() - needed)
+        keep = needed | set(random.Random(seed).sample(others, max(0, max_docs - len(needed))))
+        corpus = {k: v for k, v in corpus.items() if k in keep}
+    return corpus, queries, qrels
+
+
+def write_beir_corpus(corpus: dict[str, tuple[str, str]], folder: Path) -> None:
+    """One .txt file per document (title on the first line), written only when missing or different."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted = {f"{doc_id}.txt" for doc_id in corpus}
+    for stale in folder.glob("*.txt"):
+        if stale.name not in wanted:
+            stale.unlink()
+    for doc_id, (title, text) in corpus.items():
+        path = folder / f"{doc_id}.txt"
+        body = f"{title}\n\n{text}\n" if title else f"{text}\n"
+        if not path.exists() or path.read_text(encoding="utf-8") != body:
+            path.write_text(body, encoding="utf-8")
+
+
+def _ndcg10(ranked: list[str], relevant: set[str]) -> float:
+    import math
+
+    dcg = sum(1 / math.log2(i + 2) for i, d in enumerate(ranked[:10]) if d in relevant)
+    ideal = sum(1 / math.log2(i + 2) for i in range(min(10, len(relevant))))
+    return dcg / ideal if ideal else 0.0
+
+
+def beir_scores(retriever, queries: dict[str, str], qrels: dict[str, set[str]], mode: str, depth: int = 100) -> dict:
+    """nDCG@10, Recall@100 and MRR@10 at document level (a document ranks by its best chunk)."""
+    ndcg = recall = mrr = 0.0
+    latencies = []
+    import time
+
+    for qid, text in queries.items():
+        started = time.perf_counter()
+        passages = retriever.search(text, depth * 3, mode=mode)
+        latencies.append(time.perf_counter() - started)
+        ranked: list[str] = []
+        for p in passages:
+            doc = p.chunk.source.removesuffix(".txt")
+            if doc not in ranked:
+                ranked.append(doc)
+        relevant = qrels[qid]
+        ndcg += _ndcg10(ranked, relevant)
+        recall += len(set(ranked[:depth]) & relevant) / len(relevant)
+        mrr += next((1 / (i + 1) for i, d in enumerate(ranked[:10]) if d in relevant), 0.0)
+    n = len(queries)
+    return {
+        "mode": mode,
+        "ndcg@10": round(ndcg / n, 4),
+        "recall@100": round(recall / n, 4),
+        "mrr@10": round(mrr / n, 4),
+        "published_ndcg@10": PUBLISHED_NDCG10.get(mode),
+        "latency_p50_ms": round(1000 * statistics.median(latencies), 1),
+        "latency_p95_ms": round(1000 * _p95(latencies), 1),
+        "queries": n,
+    }

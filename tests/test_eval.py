@@ -1,0 +1,115 @@
+"""The evaluation suite: question files, metrics, and a CI-sized run of the real pipeline with floors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qa.evaluate import QuestionFileError, contains_answer, load_questions, normalize, token_f1
+from tests.conftest import ROOT, run_qa
+
+QUESTIONS = ROOT / "eval" / "questions.jsonl"
+# A fixed CI subset: every fifth answerable question and four unanswerable ones (two on-topic, two off-topic).
+CI_IDS = [
+    "seed-01",
+    "seed-06",
+    "seed-11",
+    "seed-16",
+    "seed-21",
+    "seed-26",
+    "seed-31",
+    "seed-36",
+    "seed-41",
+    "seed-46",
+    "seed-51",
+    "seed-56",
+    "seed-59",
+    "seed-62",
+    "seed-66",
+    "seed-68",
+]
+
+
+def test_the_seed_question_set_is_well_formed():
+    questions = load_questions(QUESTIONS)
+    assert len(questions) >= 40
+    assert sum(not q.answerable for q in questions) >= 8
+    sources = {p.name for p in (ROOT / "seeds").iterdir()}
+    for q in questions:
+        assert set(q.sources) <= sources
+        assert q.answerable == bool(q.answers) == bool(q.sources)
+
+
+def test_squad_normalisation_and_token_f1():
+    assert normalize("The U.S.  Embassy!") == "us embassy"
+    assert contains_answer("It was Victoria Nuland [1].", ["Nuland"])
+    assert not contains_answer("It was 18 people.", ["8"])
+    assert token_f1("Victoria Nuland said so", ["Victoria Nuland"]) == pytest.approx(2 * 0.5 * 1 / 1.5)
+    assert token_f1("nothing", ["Victoria Nuland"]) == 0.0
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (
+            '{"id": "a", "question": "q", "answers": ["x"], "sources": ["f"], "answerable": true}\n{oops\n',
+            ":2: not valid JSON",
+        ),
+        (
+            '{"id": "a", "question": "q", "answers": ["x"], "sources": [], "answerable": "yes"}\n',
+            ":1: field 'answerable' must be bool",
+        ),
+        ('{"id": "a", "answers": [], "sources": [], "answerable": false}\n', ":1: missing field 'question'"),
+        ("\n\n", "no questions in the file"),
+    ],
+)
+def test_malformed_question_files_name_the_line_and_the_problem(tmp_path, content, message):
+    path = tmp_path / "q.jsonl"
+    path.write_text(content)
+    with pytest.raises(QuestionFileError, match=message):
+        load_questions(path)
+    result = run_qa("eval", "--questions", str(path), "--vectorstore", str(tmp_path / "i"))
+    assert result.returncode == 2 and message.strip(":") in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unknown_fields_are_ignored(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text(
+        '{"id": "a", "question": "q", "answers": ["x"], "sources": ["f"], "answerable": true, "difficulty": "hard"}\n'
+    )
+    assert load_questions(path)[0].id == "a"
+
+
+@pytest.mark.slow
+def test_ci_sized_evaluation_meets_its_floors(tmp_path):
+    out = tmp_path / "eval.json"
+    floors = [
+        "answer_accuracy=0.6",
+        "correct_declines=0.5",
+        "false_declines=0.35",
+        "retrieval_hit@4=0.9",
+        "citation_faithfulness=1.0",
+        "citation_precision=0.8",
+    ]
+    result = run_qa(
+        "eval",
+        "--questions",
+        str(QUESTIONS),
+        "--ids",
+        *CI_IDS,
+        "--json",
+        str(out),
+        "--vectorstore",
+        str(tmp_path / "index"),
+        "--corpus",
+        str(ROOT / "seeds"),
+        *[arg for f in floors for arg in ("--floor", f)],
+        timeout=900,
+    )
+    data = json.loads(out.read_text())
+    assert len(data["items"]) == len(CI_IDS)
+    assert (tmp_path / "eval.png").stat().st_size > 1000
+    for item in data["items"]:
+        assert {"id", "question", "answer", "abstained", "citations", "retrieved", "timings"} <= item.keys()
+    assert result.returncode == 0, result.stdout + result.stderr
