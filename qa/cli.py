@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail (exit 1) when MODE's nDCG@10 is below NDCG",
     )
 
+    p = sub.add_parser("eval-clapnq", parents=[parent], help="answer/decline benchmark on ClapNQ dev")
+    p.add_argument("folder", type=Path, help="folder with clapnq_dev_answerable.jsonl and _unanswerable.jsonl")
+    p.add_argument("--per-half", type=int, help="seeded sample of N answerable + N unanswerable (default: all)")
+    p.add_argument("--json", type=Path, dest="json_out", metavar="OUT")
+
     p = sub.add_parser("ui", parents=[parent], help="start the web chat")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860)
@@ -267,6 +272,34 @@ def cmd_eval_beir(args, assistant) -> int:
     return 1 if misses else 0
 
 
+def cmd_eval_clapnq(args, assistant) -> int:
+    from qa import evaluate
+
+    calibration = Path(__file__).resolve().parent.parent / "eval" / "clapnq_calibration_ids.txt"
+    exclude = set()
+    if calibration.exists():
+        exclude = {x.strip() for x in calibration.read_text().splitlines() if x.strip() and not x.startswith("#")}
+    passages, questions = evaluate.load_clapnq(args.folder, args.per_half, exclude=exclude)
+    folder = Path(assistant.settings.vectorstore).parent / f"{Path(assistant.settings.vectorstore).name}-corpus"
+    evaluate.write_beir_corpus({name.removesuffix(".txt"): tp for name, tp in passages.items()}, folder)
+    report = assistant.ingest(folder, progress=_progress_bar())
+    print(f"{len(passages)} passages, {len(questions)} questions; ingest: {report.summary()}", file=sys.stderr)
+
+    def progress(n, total, item):
+        print(f"[{n}/{total}] {'declined' if item['abstained'] else 'answered'} {item['id']}", file=sys.stderr)
+
+    result = evaluate.run_eval(assistant, questions, folder, progress)
+    items = [i for i in result["items"] if i["expected"]["answerable"] and not i["abstained"]]
+    gold_cited = sum(any(c["source"] in i["expected"]["sources"] for c in i["citations"]) for i in items)
+    result["summary"]["gold_passage_cited"] = round(gold_cited / len(items), 4) if items else None
+    del result["summary"]["answer_accuracy"]  # ClapNQ's gold answers are long sentences: F1 is the measure
+    print(evaluate.format_table(result["summary"]))
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(result, ensure_ascii=False, indent=2))
+    return 0
+
+
 def cmd_ui(args, assistant) -> int:
     from qa.ui import launch
 
@@ -281,6 +314,7 @@ COMMANDS = {
     "chat": cmd_chat,
     "eval": cmd_eval,
     "eval-beir": cmd_eval_beir,
+    "eval-clapnq": cmd_eval_clapnq,
     "ui": cmd_ui,
 }
 

@@ -327,3 +327,31 @@ def beir_scores(retriever, queries: dict[str, str], qrels: dict[str, set[str]], 
         "latency_p95_ms": round(1000 * _p95(latencies), 1),
         "queries": n,
     }
+
+
+# ---- ClapNQ (answering and declining, end to end) ------------------------------------------------------
+
+
+def load_clapnq(folder: Path, per_half: int | None = None, seed: int = 5, exclude: set[str] = frozenset()):
+    """(passages {file name: (title, text)}, questions) from ClapNQ dev: every passage, and `per_half`
+    seeded questions from each of the answerable and unanswerable halves (all of them without it).
+    Questions in `exclude` (those used for calibration) are never asked; their passages stay in the corpus."""
+    import random
+
+    passages: dict[str, tuple[str, str]] = {}
+    questions: list[Question] = []
+    for name, answerable in (("clapnq_dev_answerable.jsonl", True), ("clapnq_dev_unanswerable.jsonl", False)):
+        rows = [json.loads(line) for line in (Path(folder) / name).read_text().splitlines() if line.strip()]
+        for row in rows:
+            p = row["passages"][0]
+            passages[f"{row['id']}.txt"] = (p.get("title", ""), p["text"])
+        rows_q = [r for r in rows if r["id"] not in exclude]
+        chosen = random.Random(seed).sample(rows_q, per_half) if per_half and per_half < len(rows_q) else rows_q
+        for row in chosen:
+            answers = [o["answer"] for o in row.get("output", []) if o.get("answer")] if answerable else []
+            questions.append(
+                Question(
+                    f"clapnq-{row['id']}", row["input"], answers, [f"{row['id']}.txt"] if answerable else [], answerable
+                )
+            )
+    return passages, questions
