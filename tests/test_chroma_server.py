@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -16,7 +16,8 @@ from qa.errors import StoreUnavailableError
 from tests.conftest import SEEDS
 from tests.test_ui import free_port
 
-CHROMA = str(Path(os.__file__).parent.parent.parent / "bin" / "chroma")
+# The `chroma` command installed with chromadb, next to this interpreter (the venv need not be activated).
+CHROMA = str(Path(sys.executable).parent / "chroma")
 if not Path(CHROMA).exists():
     CHROMA = shutil.which("chroma") or "chroma"
 
