@@ -109,3 +109,36 @@ def test_ci_sized_evaluation_meets_its_floors(tmp_path):
     for item in data["items"]:
         assert {"id", "question", "answer", "abstained", "citations", "retrieved", "timings"} <= item.keys()
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+BENCH = ROOT.parent / "shared" / "bench"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (BENCH / "scifact").is_dir(), reason="needs ../shared/bench/scifact beside the checkout")
+def test_scifact_subset_retrieval_meets_its_floors(tmp_path):
+    """40 SciFact test claims over their relevant abstracts plus a seeded sample (500 documents in all)."""
+    out = tmp_path / "scifact.json"
+    result = run_qa(
+        "eval-beir",
+        str(BENCH / "scifact"),
+        "--max-queries",
+        "40",
+        "--max-docs",
+        "500",
+        "--vectorstore",
+        str(tmp_path / "index"),
+        "--json",
+        str(out),
+        "--floor",
+        "bm25=0.75",
+        "--floor",
+        "dense=0.8",
+        "--floor",
+        "hybrid=0.8",
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {r["mode"]: r for r in json.loads(out.read_text())["modes"]}
+    assert set(rows) == {"bm25", "dense", "hybrid"} and all(r["queries"] == 40 for r in rows.values())
+    assert rows["hybrid"]["recall@100"] >= 0.95
