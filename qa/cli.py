@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -201,7 +202,8 @@ def cmd_chat(args, assistant) -> int:
                     draft.append(event)
                     print(event, end="", flush=True)
             print("\n", file=sys.stdout)
-            if answer.text != "".join(draft).strip():
+            # say so when checking changed more than punctuation (dropped sentences, moved citations)
+            if re.sub(r"[\W_]", "", answer.text) != re.sub(r"[\W_]", "", "".join(draft)):
                 print("Checked answer:", end=" ")
             print_answer(answer)
             history.append((question, answer.text))
