@@ -92,32 +92,35 @@ class Assistant:
         """
         name = safe_filename(name)
         load_document(Path(uploaded), name)  # raises DocumentError with the reason
-        corpus = Path(self.settings.corpus)
-        corpus.mkdir(parents=True, exist_ok=True)
-        target = corpus / name
-        if not target.resolve().is_relative_to(corpus.resolve()):
-            raise DocumentError(name, "would be written outside the corpus folder")
-        tmp = corpus / f".{name}.upload"
+        Path(self.settings.corpus).mkdir(parents=True, exist_ok=True)
+        target = self._in_corpus(name)
+        tmp = target.with_name(f".{name}.upload")
         shutil.copyfile(uploaded, tmp)
         os.replace(tmp, target)  # atomic: an ingest never sees half a file
         return self.ingest(progress=progress)
 
     def remove_document(self, source: str) -> IngestReport:
         """Delete a file from the corpus folder and its chunks from the index."""
-        corpus = Path(self.settings.corpus).resolve()
-        target = (corpus / source).resolve()
-        if not target.is_relative_to(corpus) or not target.is_file():
+        try:
+            target = self._in_corpus(source)
+        except DocumentError:
+            target = None
+        if target is None or not target.is_file():
             raise DocumentError(source, "no such document in the corpus")
         target.unlink()
         return self.ingest()
 
     def document(self, source: str) -> Document:
         """The cleaned text of an indexed document, for showing it at a cited place."""
+        return load_document(self._in_corpus(source), source)
+
+    def _in_corpus(self, source: str) -> Path:
+        """The path of `source` in the corpus folder; DocumentError if it would lead outside it."""
         corpus = Path(self.settings.corpus).resolve()
         target = (corpus / source).resolve()
         if not target.is_relative_to(corpus):
             raise DocumentError(source, "outside the corpus folder")
-        return load_document(target, source)
+        return target
 
     def documents(self) -> list[dict]:
         return [
@@ -163,7 +166,7 @@ class Assistant:
         s = self.settings
         started = time.perf_counter()
         question = self._valid_question(question)
-        if self.store.stats()["chunks"] == 0:
+        if self.store.chunk_count() == 0:
             raise CorpusError(f"nothing is indexed in {s.vectorstore} yet: run `qa ingest PATH` first")
         timings: dict[str, float] = {}
         standalone = question

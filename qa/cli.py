@@ -235,8 +235,7 @@ def cmd_eval(args, assistant) -> int:
     result = evaluate.run_eval(assistant, questions, assistant.settings.corpus, progress)
     print(evaluate.format_table(result["summary"]))
     if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(result, ensure_ascii=False, indent=2))
+        _write_json(args.json_out, result)
     chart = args.chart or (args.json_out.with_suffix(".png") if args.json_out else None)
     if chart:
         evaluate.write_chart(result["summary"], chart)
@@ -246,12 +245,22 @@ def cmd_eval(args, assistant) -> int:
     return 1 if misses else 0
 
 
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def _bench_corpus(assistant) -> Path:
+    """A benchmark's documents become files of a corpus folder next to its index, so the real ingest is measured."""
+    index = Path(assistant.settings.vectorstore)
+    return index.parent / f"{index.name}-corpus"
+
+
 def cmd_eval_beir(args, assistant) -> int:
     from qa import evaluate
 
     corpus, queries, qrels = evaluate.load_beir(args.folder, args.max_docs, args.max_queries)
-    # The documents become files of a corpus folder next to the index, so the real ingest path is measured.
-    folder = Path(assistant.settings.vectorstore).parent / f"{Path(assistant.settings.vectorstore).name}-corpus"
+    folder = _bench_corpus(assistant)
     evaluate.write_beir_corpus(corpus, folder)
     report = assistant.ingest(folder, progress=_progress_bar())
     print(f"{len(corpus)} documents, {len(queries)} queries; ingest: {report.summary()}", file=sys.stderr)
@@ -259,10 +268,7 @@ def cmd_eval_beir(args, assistant) -> int:
     for row in rows:
         print("  ".join(f"{k}={v}" for k, v in row.items()))
     if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(
-            json.dumps({"documents": len(corpus), "ingest": report.to_dict(), "modes": rows}, indent=2)
-        )
+        _write_json(args.json_out, {"documents": len(corpus), "ingest": report.to_dict(), "modes": rows})
     misses = []
     for item in args.floor:
         mode, _, value = item.partition("=")
@@ -282,7 +288,7 @@ def cmd_eval_clapnq(args, assistant) -> int:
     if calibration.exists():
         exclude = {x.strip() for x in calibration.read_text().splitlines() if x.strip() and not x.startswith("#")}
     passages, questions = evaluate.load_clapnq(args.folder, args.per_half, exclude=exclude)
-    folder = Path(assistant.settings.vectorstore).parent / f"{Path(assistant.settings.vectorstore).name}-corpus"
+    folder = _bench_corpus(assistant)
     evaluate.write_beir_corpus({name.removesuffix(".txt"): tp for name, tp in passages.items()}, folder)
     report = assistant.ingest(folder, progress=_progress_bar())
     print(f"{len(passages)} passages, {len(questions)} questions; ingest: {report.summary()}", file=sys.stderr)
@@ -297,8 +303,7 @@ def cmd_eval_clapnq(args, assistant) -> int:
     del result["summary"]["answer_accuracy"]  # ClapNQ's gold answers are long sentences: F1 is the measure
     print(evaluate.format_table(result["summary"]))
     if args.json_out:
-        args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        args.json_out.write_text(json.dumps(result, ensure_ascii=False, indent=2))
+        _write_json(args.json_out, result)
     return 0
 
 

@@ -284,7 +284,7 @@ class Store:
         pending = [r[0] for r in self.db.execute("SELECT source FROM files WHERE state != 'done'")]
         for source in pending:
             self.remove_file(source)
-        known = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        known = self.chunk_count()
         if self._chroma(self.collection.count) == known:
             return pending
         # Chroma and the manifest disagree (e.g. a write that Chroma persisted after our crash marker was
@@ -357,6 +357,9 @@ class Store:
             raise
 
     # ---- reads ---------------------------------------------------------------------------------------
+    def chunk_count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+
     def chunks(self, ids: list[str]) -> dict[str, Chunk]:
         if not ids:
             return {}
@@ -369,7 +372,7 @@ class Store:
         return [_row_to_chunk(r) for r in rows]
 
     def search_dense(self, vector: np.ndarray, k: int, sources: list[str] | None = None) -> list[Hit]:
-        n = self.db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0]
+        n = self.chunk_count()
         if n == 0:
             return []
         where = None

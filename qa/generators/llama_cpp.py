@@ -192,6 +192,3 @@ class LlamaCppGenerator:
             logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
         yes, no = (np.exp(logits[ids] - logits.max()).sum() for ids in self._yes_no)
         return float(yes / (yes + no)) if yes + no > 0 else 0.5
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
