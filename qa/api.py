@@ -13,6 +13,7 @@ from typing import Any
 from qa.answer import JUDGE_INSTRUCTION, Answer, build_messages, check_answer, declined
 from qa.config import Settings, load_settings
 from qa.documents import Document, load_document, safe_filename
+from qa.embeddings import embedding_id
 from qa.errors import CorpusError, DocumentError, QuestionError
 from qa.ingest import IngestReport, chunking_signature, ingest
 from qa.retrieve import Retriever, rewrite_question
@@ -39,7 +40,7 @@ class Assistant:
         from qa.embeddings import get_embedder
 
         s = self.settings
-        return get_embedder(s.embed_model, s.embed_batch, s.threads)
+        return get_embedder(s.embed_model, s.embed_batch, s.threads, s.embed_backend, s.cache_dir)
 
     @cached_property
     def store(self) -> Store:
@@ -49,7 +50,7 @@ class Assistant:
         s = self.settings
         return Store(
             s.vectorstore,
-            s.embed_model,
+            embedding_id(s.embed_model, s.embed_backend),
             chunking_signature(s),
             s.chroma_url,
             s.collection,

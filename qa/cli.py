@@ -21,6 +21,7 @@ _HELP = {
     "llm_base_url": "OpenAI-compatible base URL (env QA_LLM_BASE_URL)",
     "llm_api_key": "API key (env QA_LLM_API_KEY)",
     "embed_model": "sentence-transformers model name or folder (env QA_EMBED_MODEL)",
+    "embed_backend": "torch, onnx or onnx-int8 (env QA_EMBED_BACKEND)",
 }
 
 

@@ -39,25 +39,102 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-class SentenceTransformerEmbedder:
-    """Any sentence-transformers model: a shipped name, a hub name, or a local folder."""
+BACKENDS = ("torch", "onnx", "onnx-int8")
 
-    def __init__(self, model: str, batch_size: int = 32, threads: int = 2):
+
+def embedding_id(model: str, backend: str) -> str:
+    """What an index records about its vectors. int8 vectors differ slightly from fp32 ones (cosine >= 0.98),
+    so an index built with one backend asks for a rebuild rather than mixing them."""
+    return model if backend == "torch" else f"{model} ({backend})"
+
+
+def _quantization_target() -> str:
+    """The int8 kernel set this CPU runs fastest (avx512_vnni > avx512 > avx2; arm64 on ARM)."""
+    import platform
+
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return "arm64"
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    if "avx512_vnni" in flags:
+        return "avx512_vnni"
+    return "avx512" if "avx512f" in flags else "avx2"
+
+
+def onnx_model_folder(path: str, backend: str, cache_dir: Path) -> tuple[str, str]:
+    """(folder, ONNX file) for a model, exported and quantised once into the cache, offline.
+
+    The shipped package holds only PyTorch weights and site-packages may be read-only, so the export goes to
+    cache_dir/onnx/<model>/ and is reused by every later process.
+    """
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.backend import export_dynamic_quantized_onnx_model
+
+    folder = cache_dir / "onnx" / "".join(c if c.isalnum() or c in "-._" else "_" for c in path.strip("/"))[-120:]
+    target = _quantization_target()
+    wanted = folder / "onnx" / ("model.onnx" if backend == "onnx" else f"model_q*int8_{target}.onnx")
+    found = sorted(wanted.parent.glob(wanted.name)) if wanted.parent.is_dir() else []
+    if not found:
+        folder.mkdir(parents=True, exist_ok=True)
+        model = SentenceTransformer(path, device="cpu", backend="onnx")  # exports the PyTorch weights
+        model.save_pretrained(str(folder))
+        if backend == "onnx-int8":
+            export_dynamic_quantized_onnx_model(model, target, str(folder))
+        found = sorted(wanted.parent.glob(wanted.name))
+    return str(folder), str(found[0].relative_to(folder))
+
+
+class SentenceTransformerEmbedder:
+    """Any sentence-transformers model: a shipped name, a hub name, or a local folder.
+
+    backend "torch" runs the weights as shipped; "onnx" and "onnx-int8" run an ONNX export made once into
+    cache_dir (int8: dynamic quantisation, about 1.5-2x faster on CPU, same retrieval quality; see eval/).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        batch_size: int = 32,
+        threads: int = 2,
+        backend: str = "torch",
+        cache_dir: Path | None = None,
+    ):
         import torch
         from sentence_transformers import SentenceTransformer
 
+        if backend not in BACKENDS:
+            raise ConfigError(f"embed_backend '{backend}': choose one of {', '.join(BACKENDS)}")
         torch.set_num_threads(max(1, threads))
         path = resolve_model_path(model)
         if Path(path).is_dir():
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder never needs the hub
         try:
-            self._model = SentenceTransformer(path, device="cpu")
+            if backend == "torch":
+                self._model = SentenceTransformer(path, device="cpu")
+            else:
+                import onnxruntime
+
+                folder, file_name = onnx_model_folder(path, backend, Path(cache_dir or ".cache"))
+                # Without explicit options ONNX Runtime sizes its own thread pool and ignores `threads`.
+                options = onnxruntime.SessionOptions()
+                options.intra_op_num_threads = max(1, threads)
+                options.inter_op_num_threads = 1
+                self._model = SentenceTransformer(
+                    folder,
+                    device="cpu",
+                    backend="onnx",
+                    model_kwargs={"file_name": file_name, "session_options": options},
+                )
+        except ConfigError:
+            raise
         except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this model"
             raise ConfigError(
-                f"embed_model '{model}': cannot load it ({type(exc).__name__}: {str(exc)[:200]}). "
+                f"embed_model '{model}' ({backend}): cannot load it ({type(exc).__name__}: {str(exc)[:200]}). "
                 "Name a sentence-transformers model folder, or a hub model when online."
             ) from None
-        self.name = model
+        self.name = embedding_id(model, backend)
         dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dim = int(dim())
         self.batch_size = batch_size
@@ -81,9 +158,11 @@ class SentenceTransformerEmbedder:
 _CACHE: dict[tuple, SentenceTransformerEmbedder] = {}
 
 
-def get_embedder(model: str, batch_size: int = 32, threads: int = 2) -> SentenceTransformerEmbedder:
+def get_embedder(
+    model: str, batch_size: int = 32, threads: int = 2, backend: str = "torch", cache_dir: Path | None = None
+) -> SentenceTransformerEmbedder:
     """Load a model once per process: loading costs seconds, embedding a query milliseconds."""
-    key = (model, batch_size, threads)
+    key = (model, batch_size, threads, backend)
     if key not in _CACHE:
-        _CACHE[key] = SentenceTransformerEmbedder(model, batch_size, threads)
+        _CACHE[key] = SentenceTransformerEmbedder(model, batch_size, threads, backend, cache_dir)
     return _CACHE[key]

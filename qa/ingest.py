@@ -28,13 +28,14 @@ class IngestReport:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
     repaired: list[str] = field(default_factory=list)
     chunks: int = 0  # chunks embedded in this run
+    reused: int = 0  # chunks whose text was already indexed: their vectors were reused, not recomputed
     seconds: float = 0.0
 
     def summary(self) -> str:
         return (
             f"{len(self.added)} added, {len(self.updated)} updated, {len(self.removed)} removed, "
             f"{len(self.unchanged)} unchanged, {len(self.failed)} failed; "
-            f"{self.chunks} chunks embedded in {self.seconds:.1f}s"
+            f"{self.chunks} chunks embedded{f' ({self.reused} reused)' if self.reused else ''} in {self.seconds:.1f}s"
         )
 
     def to_dict(self) -> dict:
@@ -46,6 +47,7 @@ class IngestReport:
             "failed": [{"source": s, "reason": r} for s, r in self.failed],
             "repaired": self.repaired,
             "chunks": self.chunks,
+            "reused": self.reused,
             "seconds": round(self.seconds, 3),
         }
 
@@ -123,19 +125,29 @@ def ingest(
         total = len(todo)
         done = 0
         for group in _groups(todo, settings.embed_batch * _GROUP_PER_BATCH):
-            texts = [c.text for _, _, chunks in group for c in chunks]
-            vectors = embedder.embed_documents(texts)
+            vectors = _embed(store, embedder, [c for _, _, chunks in group for c in chunks], report)
             at = 0
             for f, digest, chunks in group:
                 store.replace_file(f.source, digest, f.size, f.mtime_ns, chunks, vectors[at : at + len(chunks)])
                 at += len(chunks)
                 (report.updated if f.source in known else report.added).append(f.source)
-                report.chunks += len(chunks)
                 done += 1
                 if progress:
                     progress(done, total, f.source)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _embed(store: Store, embedder, chunks: list[Chunk], report: IngestReport):
+    """Vectors for `chunks`, computing only those whose text the index does not hold yet."""
+    import numpy as np
+
+    known = store.vectors_for([c.hash for c in chunks])
+    missing = list(dict.fromkeys(c.text for c in chunks if c.hash not in known))
+    fresh = dict(zip(missing, embedder.embed_documents(missing), strict=True)) if missing else {}
+    report.chunks += len(missing)
+    report.reused += len(chunks) - sum(1 for c in chunks if c.hash not in known)
+    return np.stack([known[c.hash] if c.hash in known else fresh[c.text] for c in chunks]).astype(np.float32)
 
 
 def _groups(todo, chunks_per_group: int):

@@ -41,6 +41,7 @@ CREATE TABLE IF NOT EXISTS chunks (
   start_char INTEGER, end_char INTEGER, start_line INTEGER, end_line INTEGER, page INTEGER,
   title TEXT, hash TEXT);
 CREATE INDEX IF NOT EXISTS chunks_source ON chunks(source);
+CREATE INDEX IF NOT EXISTS chunks_hash ON chunks(hash);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
   text, content='chunks', content_rowid='rowid', tokenize='porter unicode61 remove_diacritics 2');
 CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
@@ -366,6 +367,24 @@ class Store:
         marks = ",".join("?" * len(ids))
         rows = self.db.execute(f"SELECT {_CHUNK_COLS} FROM chunks WHERE id IN ({marks})", ids)
         return {r[0]: _row_to_chunk(r) for r in rows}
+
+    def vectors_for(self, hashes: list[str]) -> dict[str, np.ndarray]:
+        """Vectors already in the index for chunk texts with these hashes: an edited file re-embeds only its
+        changed chunks, and a copied or renamed file none. Only finished files count (not `pending` ones)."""
+        wanted = sorted(set(hashes))
+        ids: dict[str, str] = {}
+        for i in range(0, len(wanted), 500):
+            part = wanted[i : i + 500]
+            rows = self.db.execute(
+                f"SELECT c.hash, MIN(c.id) FROM chunks c JOIN files f ON f.source = c.source "
+                f"WHERE f.state = 'done' AND c.hash IN ({','.join('?' * len(part))}) GROUP BY c.hash",
+                part,
+            )
+            ids.update({chunk_id: digest for digest, chunk_id in rows})
+        if not ids:
+            return {}
+        got = self._chroma(lambda: self.collection.get(ids=list(ids), include=["embeddings"]))
+        return {ids[i]: np.asarray(v, dtype=np.float32) for i, v in zip(got["ids"], got["embeddings"], strict=True)}
 
     def chunks_of(self, source: str) -> list[Chunk]:
         rows = self.db.execute(f"SELECT {_CHUNK_COLS} FROM chunks WHERE source=? ORDER BY start_char", (source,))

@@ -221,3 +221,23 @@ def test_kill_9_mid_ingest_is_repaired_to_what_a_clean_run_produces(settings, co
     clean.ingest()
     assert repaired_state == index_state(clean)
     assert resumed.status()["files"] == 24
+
+
+def test_editing_one_paragraph_re_embeds_only_the_changed_chunks(assistant, seed_corpus):
+    first = assistant.ingest()
+    path = seed_corpus / "001_67768c06cffa3221.txt"
+    text = path.read_text(encoding="utf-8")
+    before = len(assistant.store.chunks_of(path.name))
+    path.write_text(text + "\nA closing paragraph added by the editor about the harbour lights.\n", encoding="utf-8")
+    report = assistant.ingest()
+    assert report.updated == ["001_67768c06cffa3221.txt"]
+    assert 1 <= report.chunks <= 2 and report.reused >= 3  # the untouched chunks kept their vectors
+    assert "harbour lights" in " ".join(c.text for c in assistant.store.chunks_of("001_67768c06cffa3221.txt"))
+    # A copy of a file under a new name costs no embedding at all, and is found like the original.
+    (seed_corpus / "copy.txt").write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    copied = assistant.ingest()
+    assert copied.added == ["copy.txt"] and copied.chunks == 0 and copied.reused > 0
+    status = assistant.status()
+    assert status["vectors"] == status["chunks"] == first.chunks - before + report.chunks + report.reused + copied.reused
+    hits = assistant.store.search_dense(assistant.embedder.embed_query(text[:300]), 2)
+    assert {h.chunk.source for h in hits} == {"001_67768c06cffa3221.txt", "copy.txt"}
