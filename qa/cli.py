@@ -41,6 +41,18 @@ def _settings_parent() -> argparse.ArgumentParser:
     return parent
 
 
+def _bench_module():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "eval" / "bench.py"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("qa_eval_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def build_parser() -> argparse.ArgumentParser:
     parent = _settings_parent()
     parser = argparse.ArgumentParser(prog="qa", description="Answers from your documents, with checked citations.")
@@ -99,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path, help="folder with clapnq_dev_answerable.jsonl and _unanswerable.jsonl")
     p.add_argument("--per-half", type=int, help="seeded sample of N answerable + N unanswerable (default: all)")
     p.add_argument("--json", type=Path, dest="json_out", metavar="OUT")
+
+    bench = _bench_module()
+    if bench:  # the harness lives in eval/ of a source checkout, beside the data it measures
+        p = sub.add_parser("bench", parents=[parent], help="speed/memory benchmark vs the LangChain recipe")
+        bench.add_arguments(p)
 
     p = sub.add_parser("ui", parents=[parent], help="start the web chat")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
@@ -308,6 +325,10 @@ def cmd_eval_clapnq(args, assistant) -> int:
     return 0
 
 
+def cmd_bench(args, assistant) -> int:
+    return _bench_module().run(args, assistant.settings)
+
+
 def cmd_ui(args, assistant) -> int:
     from qa.ui import launch
 
@@ -324,6 +345,7 @@ COMMANDS = {
     "eval-beir": cmd_eval_beir,
     "eval-clapnq": cmd_eval_clapnq,
     "ui": cmd_ui,
+    "bench": cmd_bench,
 }
 
 

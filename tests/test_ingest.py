@@ -130,8 +130,30 @@ def test_opening_an_index_with_another_model_is_a_clear_error(settings, seed_cor
     first.ingest()
     first.store.close()
     other = Assistant(settings.replace(embed_model="some-other-model"))
-    with pytest.raises(IndexMismatchError, match="built with embedding model 'all-MiniLM-L6-v2'"):
+    with pytest.raises(IndexMismatchError, match=r"built with embedding model 'all-MiniLM-L6-v2 \(onnx-int8\)'"):
         other.status()
+    # Same model, other backend: int8 and fp32 vectors differ slightly, so they are not mixed in one index.
+    torch_backend = Assistant(settings.replace(embed_backend="torch"))
+    with pytest.raises(IndexMismatchError, match=r"not 'all-MiniLM-L6-v2'. Run `qa ingest --rebuild`"):
+        torch_backend.status()
+
+
+def test_every_embedding_backend_finds_the_same_passages(settings, seed_corpus):
+    """The int8 default embeds like the shipped fp32 weights (the speed/quality figures are in eval/results)."""
+    questions = [
+        "Which country offered asylum to the opposition leader?",
+        "How many people died?",
+        "What did the State Department say?",
+    ]
+    tops, vectors = {}, {}
+    for backend in ("onnx-int8", "torch"):
+        a = Assistant(settings.replace(embed_backend=backend, vectorstore=settings.vectorstore / backend))
+        a.ingest()
+        tops[backend] = [a.retriever.search(q, 1, mode="dense")[0].chunk.id for q in questions]
+        vectors[backend] = a.embedder.embed_documents([c.text for c in a.store.chunks_of("000_6f09b0eae4eaabc4.txt")])
+        a.store.close()
+    assert tops["onnx-int8"] == tops["torch"]
+    assert (vectors["onnx-int8"] * vectors["torch"]).sum(axis=1).min() > 0.97
 
 
 def test_rebuild_re_embeds_everything(assistant, seed_corpus):
@@ -238,6 +260,8 @@ def test_editing_one_paragraph_re_embeds_only_the_changed_chunks(assistant, seed
     copied = assistant.ingest()
     assert copied.added == ["copy.txt"] and copied.chunks == 0 and copied.reused > 0
     status = assistant.status()
-    assert status["vectors"] == status["chunks"] == first.chunks - before + report.chunks + report.reused + copied.reused
+    assert (
+        status["vectors"] == status["chunks"] == first.chunks - before + report.chunks + report.reused + copied.reused
+    )
     hits = assistant.store.search_dense(assistant.embedder.embed_query(text[:300]), 2)
     assert {h.chunk.source for h in hits} == {"001_67768c06cffa3221.txt", "copy.txt"}

@@ -33,29 +33,43 @@ class OpenAICompatGenerator:
 
     def stream(self, messages: list[Message], max_tokens: int, temperature: float = 0.0) -> Iterator[str]:
         url = f"{self.base_url}/chat/completions"
+        answering = False  # the endpoint accepted the request: a failure from here on is a broken-off answer
+        finished = False  # "[DONE]" or a finish_reason arrived: the answer is whole
         try:
             with self.client.stream("POST", url, json=self._payload(messages, max_tokens, temperature, True)) as r:
                 if r.status_code != 200:
                     body = r.read().decode("utf-8", "replace")[:200]
                     raise GeneratorError(f"model endpoint {url} answered HTTP {r.status_code}: {body}")
+                answering = True
                 for line in r.iter_lines():
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
                     if data == "[DONE]":
+                        finished = True
                         break
                     try:
                         choice = json.loads(data)["choices"][0]
                     except (ValueError, KeyError, IndexError):
                         raise GeneratorError(f"model endpoint {url} sent an unreadable stream event") from None
+                    finished = finished or bool(choice.get("finish_reason"))
                     text = (choice.get("delta") or {}).get("content")
                     if text:
                         yield text
+            if not finished:
+                # A connection that simply closes ends the body without an error; the answer is still cut off.
+                raise GeneratorError(
+                    f"model endpoint {url} stopped in the middle of its answer (the stream ended without [DONE])"
+                )
         except httpx.TimeoutException:
             raise GeneratorError(
                 f"model endpoint {url} did not answer within {self.timeout:g}s (llm_timeout)"
             ) from None
         except httpx.HTTPError as exc:
+            if answering:
+                raise GeneratorError(
+                    f"model endpoint {url} stopped in the middle of its answer ({type(exc).__name__}: {exc})"
+                ) from None
             raise GeneratorError(f"model endpoint {url} is unreachable ({type(exc).__name__}: {exc})") from None
 
     def generate(self, messages: list[Message], max_tokens: int, temperature: float = 0.0) -> str:

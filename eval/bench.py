@@ -1,0 +1,526 @@
+"""`qa bench`: speed and memory, side by side with the pipeline a user would otherwise build.
+
+The baseline is the common LangChain recipe on the same machine, in the same run, with the same embedding
+model: RecursiveCharacterTextSplitter(1000, 200) + HuggingFaceEmbeddings + Chroma.from_documents persisted to
+disk. Every ingest figure is the median of --runs fresh runs; latency figures are medians (and p95) over all
+queries. Nothing here asserts a number: tests run a tiny version to prove the harness works, the figures go
+to eval/results/bench/ (JSON + PNG) and the README.
+
+Sections (all by default; pick with --only):
+  ingest   fresh ingest of the seeds and of a SciFact subset (ours per embedding backend, and the baseline),
+           MB of text/s and chunks/s; nDCG@10 on the subset for each; re-ingest unchanged; one file changed
+  query    retrieval latency (dense, hybrid) on the seeds and SciFact; full answers on seed questions with the
+           default local model (time to first token, total)
+  scale    index sizes (default 1k, 10k, 100k chunks): ingest time and hybrid/dense query latency by size
+  memory   peak RSS of `qa ingest`, `qa ask` and the UI process (each a separate process, read from /proc)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+ROOT = Path(__file__).resolve().parent.parent
+SCIFACT = ROOT.parent / "shared" / "bench" / "scifact"
+CHUNKS_PER_SCIFACT_DOC = 4.15  # measured: 21,489 chunks from 5,183 abstracts at chunk_size 600
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+def ms(seconds: float) -> float:
+    return round(1000 * seconds, 1)
+
+
+def text_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+# ---- the two pipelines ------------------------------------------------------------------------------------
+
+
+def ours_ingest(settings, corpus: Path, index: Path):
+    from qa.api import Assistant
+
+    assistant = Assistant(settings.replace(vectorstore=index, corpus=corpus))
+    started = time.perf_counter()
+    report = assistant.ingest()
+    seconds = time.perf_counter() - started
+    return assistant, report, seconds
+
+
+class Baseline:
+    """The recipe from the LangChain docs, as a user would write it."""
+
+    def __init__(self, model_path: str, threads: int):
+        import torch
+        from langchain_huggingface import HuggingFaceEmbeddings
+
+        torch.set_num_threads(threads)
+        self.embeddings = HuggingFaceEmbeddings(model_name=model_path, model_kwargs={"device": "cpu"})
+
+    def ingest(self, corpus: Path, index: Path):
+        from langchain_chroma import Chroma
+        from langchain_core.documents import Document
+        from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+        started = time.perf_counter()
+        docs = [
+            Document(page_content=p.read_text(encoding="utf-8", errors="replace"), metadata={"source": p.name})
+            for p in sorted(corpus.rglob("*.txt"))
+        ]
+        splits = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200).split_documents(docs)
+        store = Chroma.from_documents(splits, self.embeddings, persist_directory=str(index))
+        return store, len(splits), time.perf_counter() - started
+
+
+class BaselineRetriever:
+    """Adapts the baseline's similarity search to what qa.evaluate.beir_scores expects."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def search(self, text: str, k: int, mode: str = "dense"):
+        hits = self.store.similarity_search(text, k=min(k, 300))
+        return [SimpleNamespace(chunk=SimpleNamespace(source=d.metadata["source"])) for d in hits]
+
+
+# ---- sections -----------------------------------------------------------------------------------------------
+
+
+def scifact_subset(work: Path, docs: int, scifact: Path):
+    from qa import evaluate
+
+    corpus, queries, qrels = evaluate.load_beir(scifact, max_docs=docs)
+    folder = work / f"scifact-{docs}"
+    evaluate.write_beir_corpus(corpus, folder)
+    return folder, queries, qrels
+
+
+def bench_ingest(settings, args, work: Path, log) -> dict:
+    from qa import evaluate
+    from qa.embeddings import resolve_model_path
+
+    seeds = work / "seeds"
+    shutil.copytree(ROOT / "seeds", seeds, dirs_exist_ok=True)
+    scifact, queries, qrels = scifact_subset(work, args.docs, args.scifact)
+    corpora = {"seeds": seeds, f"scifact-{args.docs}": scifact}
+    rows, quality = [], []
+
+    baseline = Baseline(resolve_model_path(settings.embed_model), settings.threads)
+    systems = [("baseline (LangChain recipe)", None)] + [(f"qa ({b})", b) for b in args.backends]
+    for name, backend in systems:
+        if backend:
+            ours = settings.replace(embed_backend=backend)
+            warm, _, _ = ours_ingest(ours, seeds, work / f"warm-{backend}")  # load/export the model, untimed
+            warm.store.close()
+        for label, corpus in corpora.items():
+            times, chunks, last = [], 0, None
+            for run in range(args.runs):
+                index = work / f"idx-{backend or 'baseline'}-{label}-{run}"
+                if backend:
+                    last, report, seconds = ours_ingest(ours, corpus, index)
+                    chunks = report.chunks + report.reused
+                else:
+                    last, chunks, seconds = baseline.ingest(corpus, index)
+                times.append(seconds)
+                if run < args.runs - 1:
+                    if backend:
+                        last.store.close()
+                    shutil.rmtree(index, ignore_errors=True)
+            mb = text_mb(corpus)
+            row = {
+                "system": name,
+                "corpus": label,
+                "files": sum(1 for _ in corpus.rglob("*.txt")),
+                "mb": round(mb, 3),
+                "chunks": chunks,
+                "ingest_s": round(statistics.median(times), 2),
+                "runs": [round(t, 2) for t in times],
+                "mb_per_s": round(mb / statistics.median(times), 4),
+                "chunks_per_s": round(chunks / statistics.median(times), 1),
+            }
+            log(row)
+            rows.append(row)
+            if label.startswith("scifact"):
+                retriever = last.retriever if backend else BaselineRetriever(last)
+                for mode in ("dense", "hybrid") if backend else ("dense",):
+                    scores = evaluate.beir_scores(retriever, queries, qrels, mode)
+                    quality.append({"system": name, **scores})
+                    log(quality[-1])
+            if backend:
+                rows.extend(reingest_rows(last, corpus, name, label, args.runs, log))
+                last.store.close()
+    base = {r["corpus"]: r for r in rows if r["system"].startswith("baseline") and "kind" not in r}
+    for r in rows:
+        if "kind" not in r and not r["system"].startswith("baseline"):
+            r["speedup_vs_baseline"] = round(r["mb_per_s"] / base[r["corpus"]]["mb_per_s"], 2)
+    return {"rows": rows, "quality": quality}
+
+
+def reingest_rows(assistant, corpus: Path, name: str, label: str, runs: int, log) -> list[dict]:
+    """Re-ingest of the unchanged corpus, and after appending a paragraph to one file (then restoring it)."""
+    out = []
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        report = assistant.ingest()
+        times.append(time.perf_counter() - started)
+    out.append(
+        {"system": name, "corpus": label, "kind": "re-ingest unchanged", "s": round(statistics.median(times), 3)}
+    )
+    target = sorted(corpus.rglob("*.txt"))[0]
+    original = target.read_text(encoding="utf-8")
+    times, embedded = [], []
+    for run in range(runs):
+        target.write_text(original + f"\nAn added closing paragraph, edit number {run}.\n", encoding="utf-8")
+        started = time.perf_counter()
+        report = assistant.ingest()
+        times.append(time.perf_counter() - started)
+        embedded.append(report.chunks)
+    target.write_text(original, encoding="utf-8")
+    assistant.ingest()
+    out.append(
+        {
+            "system": name,
+            "corpus": label,
+            "kind": "re-ingest, one file changed",
+            "s": round(statistics.median(times), 3),
+            "chunks_embedded": statistics.median(embedded),
+        }
+    )
+    for row in out:
+        log(row)
+    return out
+
+
+def bench_query(settings, args, work: Path, log) -> dict:
+    from qa import evaluate
+
+    rows = []
+    seeds = work / "seeds"
+    shutil.copytree(ROOT / "seeds", seeds, dirs_exist_ok=True)
+    questions = evaluate.load_questions(ROOT / "eval" / "questions.jsonl")
+    assistant, _, _ = ours_ingest(settings, seeds, work / "q-seeds")
+    retriever = assistant.retriever
+    for mode in ("dense", "hybrid"):
+        retriever.search(questions[0].question, settings.top_k, mode=mode)  # warm
+        lat = []
+        for _ in range(args.runs):
+            for q in questions:
+                started = time.perf_counter()
+                retriever.search(q.question, settings.top_k, mode=mode)
+                lat.append(time.perf_counter() - started)
+        rows.append(
+            {
+                "corpus": "seeds",
+                "what": f"retrieval {mode}",
+                "n": len(lat),
+                "p50_ms": ms(statistics.median(lat)),
+                "p95_ms": ms(p95(lat)),
+            }
+        )
+        log(rows[-1])
+    scifact, queries, qrels = scifact_subset(work, args.docs, args.scifact)
+    sci, _, _ = ours_ingest(settings, scifact, work / "q-scifact")
+    for mode in ("dense", "hybrid"):
+        s = evaluate.beir_scores(sci.retriever, queries, qrels, mode)
+        rows.append(
+            {
+                "corpus": f"scifact-{args.docs}",
+                "what": f"retrieval {mode}",
+                "n": s["queries"],
+                "p50_ms": s["latency_p50_ms"],
+                "p95_ms": s["latency_p95_ms"],
+                "ndcg@10": s["ndcg@10"],
+            }
+        )
+        log(rows[-1])
+    sci.store.close()
+    if args.answers:
+        answerable = [q for q in questions if q.answerable][: args.answers]
+        first, total = [], []
+        assistant.ask(answerable[0].question)  # loads the model; not timed
+        for q in answerable:
+            answer = assistant.ask(q.question)
+            total.append(answer.timings["total"])
+            first.append(answer.timings.get("first_token", answer.timings["total"]))
+        for what, values in (("answer: first token", first), ("answer: total", total)):
+            rows.append(
+                {
+                    "corpus": "seeds",
+                    "what": what,
+                    "n": len(values),
+                    "p50_ms": ms(statistics.median(values)),
+                    "p95_ms": ms(p95(values)),
+                    "model": settings.llm_model,
+                }
+            )
+            log(rows[-1])
+    assistant.store.close()
+    return {"rows": rows}
+
+
+def scaled_corpus(work: Path, chunks: int, unique_cap: int, scifact: Path) -> tuple[Path, int]:
+    """About `chunks` chunks of SciFact text; beyond `unique_cap` chunks the same abstracts repeat in copy
+    folders (their vectors are then reused from the index, so that part measures the store, not the model)."""
+    from qa import evaluate
+
+    corpus, _, _ = evaluate.load_beir(scifact)
+    ids = sorted(corpus, key=int)
+    unique = min(len(ids), math.ceil(min(chunks, unique_cap) / CHUNKS_PER_SCIFACT_DOC))
+    copies = max(1, math.ceil(chunks / (unique * CHUNKS_PER_SCIFACT_DOC)))
+    folder = work / f"scale-{chunks}"
+    for c in range(copies):
+        evaluate.write_beir_corpus({i: corpus[i] for i in ids[:unique]}, folder / f"copy{c}")
+    return folder, copies
+
+
+def bench_scale(settings, args, work: Path, log) -> dict:
+    from qa import evaluate
+
+    _, queries, _ = evaluate.load_beir(args.scifact)
+    texts = list(queries.values())
+    rows = []
+    for size in args.sizes:
+        folder, copies = scaled_corpus(work, size, args.unique_cap, args.scifact)
+        index = work / f"scale-idx-{size}"
+        assistant, report, seconds = ours_ingest(settings, folder, index)
+        total = report.chunks + report.reused
+        row = {
+            "target_chunks": size,
+            "chunks": total,
+            "embedded": report.chunks,
+            "reused": report.reused,
+            "copies": copies,
+            "ingest_s": round(seconds, 1),
+            "mb": round(text_mb(folder), 2),
+        }
+        for mode in ("dense", "hybrid"):
+            assistant.retriever.search(texts[0], settings.top_k, mode=mode)
+            lat = []
+            for text in texts:
+                started = time.perf_counter()
+                assistant.retriever.search(text, settings.top_k, mode=mode)
+                lat.append(time.perf_counter() - started)
+            row[f"{mode}_p50_ms"] = ms(statistics.median(lat))
+            row[f"{mode}_p95_ms"] = ms(p95(lat))
+        row["index_mb"] = round(sum(p.stat().st_size for p in index.rglob("*") if p.is_file()) / 1e6, 1)
+        assistant.store.close()
+        log(row)
+        rows.append(row)
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(index, ignore_errors=True)
+    return {"rows": rows}
+
+
+def _peak_rss_mb(cmd: list[str], env: dict, until=None, timeout: float = 900) -> tuple[float, int]:
+    """Run `cmd`, polling /proc for the peak resident set (VmHWM) until it exits (or `until()` is true)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    status = Path(f"/proc/{proc.pid}/status")
+    peak, deadline = 0.0, time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            hwm = next(line for line in status.read_text().splitlines() if line.startswith("VmHWM"))
+            peak = max(peak, int(hwm.split()[1]) / 1024)
+        except (OSError, StopIteration):
+            pass
+        if until and until():
+            break
+        time.sleep(0.05)
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(30)
+    return round(peak, 1), proc.returncode
+
+
+def bench_memory(settings, args, work: Path, log) -> dict:
+    import socket
+
+    seeds = work / "seeds"
+    shutil.copytree(ROOT / "seeds", seeds, dirs_exist_ok=True)
+    scifact, _, _ = scifact_subset(work, args.docs, args.scifact)
+    keep = ("embed_backend", "embed_model", "llm", "llm_model", "llm_base_url", "threads", "cache_dir")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **{f"QA_{k.upper()}": str(getattr(settings, k)) for k in keep}}
+    qa = [sys.executable, "-m", "qa.cli"]
+    rows = []
+    index = work / "mem-idx"
+    peak, rc = _peak_rss_mb(qa + ["ingest", "--corpus", str(scifact), "--vectorstore", str(index)], env)
+    rows.append({"process": f"qa ingest (scifact-{args.docs})", "peak_rss_mb": peak, "exit": rc})
+    seeds_index = work / "mem-seeds"
+    subprocess.run(
+        qa + ["ingest", "--corpus", str(seeds), "--vectorstore", str(seeds_index)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    question = "Who offered asylum to the Venezuelan opposition leader?"
+    peak, rc = _peak_rss_mb(qa + ["ask", question, "--corpus", str(seeds), "--vectorstore", str(seeds_index)], env)
+    rows.append({"process": "qa ask (seeds, local model)", "peak_rss_mb": peak, "exit": rc})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    asked: dict = {}
+
+    def ask_once() -> bool:
+        # Ready when the UI answers one question through its API (model loaded, index open).
+        if asked.get("done"):
+            return True
+        try:
+            from gradio_client import Client
+
+            client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+            client.predict(question, api_name="/ask")
+            asked["done"] = True
+        except Exception:
+            time.sleep(1)
+        return False
+
+    ui = qa + ["ui", "--port", str(port), "--corpus", str(seeds), "--vectorstore", str(seeds_index)]
+    peak, _ = _peak_rss_mb(ui, env, until=ask_once, timeout=600)
+    rows.append({"process": "qa ui (one question answered)", "peak_rss_mb": peak, "answered": bool(asked)})
+    for row in rows:
+        log(row)
+    return {"rows": rows}
+
+
+# ---- output -----------------------------------------------------------------------------------------------
+
+
+def write_plots(result: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    scale = result.get("scale", {}).get("rows", [])
+    if scale:
+        x = [r["chunks"] for r in scale]
+        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+        a.plot(x, [r["ingest_s"] for r in scale], "o-", label="ingest (s)")
+        a.set(xscale="log", yscale="log", xlabel="chunks in index", ylabel="seconds", title="Fresh ingest")
+        for r in scale:
+            if r["reused"]:
+                a.annotate(f"{r['reused']} reused", (r["chunks"], r["ingest_s"]), fontsize=7)
+        for mode in ("dense", "hybrid"):
+            b.plot(x, [r[f"{mode}_p50_ms"] for r in scale], "o-", label=f"{mode} p50")
+            b.plot(x, [r[f"{mode}_p95_ms"] for r in scale], "x--", label=f"{mode} p95")
+        b.set(xscale="log", xlabel="chunks in index", ylabel="ms", title="Retrieval latency")
+        b.legend()
+        fig.tight_layout()
+        fig.savefig(out / "scaling.png", dpi=110)
+        plt.close(fig)
+        written.append("scaling.png")
+    ingest = [r for r in result.get("ingest", {}).get("rows", []) if "kind" not in r]
+    if ingest:
+        corpora = sorted({r["corpus"] for r in ingest})
+        systems = list(dict.fromkeys(r["system"] for r in ingest))
+        fig, ax = plt.subplots(figsize=(8, 4))
+        width = 0.8 / len(systems)
+        for i, system in enumerate(systems):
+            values = [
+                next((r["mb_per_s"] for r in ingest if r["system"] == system and r["corpus"] == c), 0) for c in corpora
+            ]
+            ax.bar([j + i * width for j in range(len(corpora))], values, width, label=system)
+        ax.set_xticks([j + width * (len(systems) - 1) / 2 for j in range(len(corpora))], corpora)
+        ax.set(ylabel="MB of text / s", title="Fresh ingest throughput (median of runs)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "ingest.png", dpi=110)
+        plt.close(fig)
+        written.append("ingest.png")
+    return written
+
+
+def print_tables(result: dict) -> None:
+    for section in ("ingest", "query", "scale", "memory"):
+        data = result.get(section)
+        if not data:
+            continue
+        print(f"\n## {section}")
+        for key in ("rows", "quality"):
+            for row in data.get(key, []):
+                print("  " + "  ".join(f"{k}={v}" for k, v in row.items() if k != "runs"))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS), help="sections to run")
+    p.add_argument("--scifact", type=Path, default=SCIFACT, help="BEIR SciFact folder (default ../shared/bench)")
+    p.add_argument("--docs", type=int, default=500, help="SciFact abstracts in the ingest/query subset")
+    p.add_argument("--runs", type=int, default=3, help="fresh runs per ingest figure (median reported)")
+    p.add_argument("--backends", nargs="+", default=None, help="our embedding backends to compare")
+    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000], help="index sizes in chunks")
+    p.add_argument("--unique-cap", type=int, default=10000, help="chunks of distinct text before copies repeat")
+    p.add_argument("--answers", type=int, default=8, help="seed questions answered in full (0 skips)")
+    p.add_argument("--out", type=Path, default=ROOT / "eval" / "results" / "bench")
+    p.add_argument("--work", type=Path, default=None, help="scratch folder (default a temporary one)")
+
+
+def run(args: argparse.Namespace, settings) -> int:
+    args.backends = args.backends or [settings.embed_backend]
+    if not (args.scifact / "corpus.jsonl.gz").exists():
+        print(f"error: --scifact {args.scifact}: no corpus.jsonl.gz there", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    result: dict = {
+        "machine": machine(),
+        "settings": {
+            "embed_backend": settings.embed_backend,
+            "llm_model": settings.llm_model,
+            "threads": settings.threads,
+        },
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    }
+
+    def log(row: dict) -> None:
+        print("  " + "  ".join(f"{k}={v}" for k, v in row.items() if k != "runs"), file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="qa-bench-") as tmp:
+        work = args.work or Path(tmp)
+        for name in args.only:
+            print(f"# {name}", file=sys.stderr, flush=True)
+            started = time.perf_counter()
+            result[name] = SECTIONS[name](settings, args, work, log)
+            result[name]["seconds"] = round(time.perf_counter() - started, 1)
+    result["plots"] = write_plots(result, args.out)
+    (args.out / "bench.json").write_text(json.dumps(result, indent=2))
+    print_tables(result)
+    print(f"\nwrote {args.out / 'bench.json'} and {', '.join(result['plots']) or 'no plots'}")
+    return 0
+
+
+SECTIONS = {"ingest": bench_ingest, "query": bench_query, "scale": bench_scale, "memory": bench_memory}
+
+if __name__ == "__main__":
+    from qa.config import load_settings
+
+    parser = argparse.ArgumentParser(prog="bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args(), load_settings()))
