@@ -114,10 +114,10 @@ class BaselineRetriever:
 # ---- sections -----------------------------------------------------------------------------------------------
 
 
-def scifact_subset(work: Path, docs: int, scifact: Path):
+def scifact_subset(work: Path, docs: int, scifact: Path, queries: int | None = None):
     from qa import evaluate
 
-    corpus, queries, qrels = evaluate.load_beir(scifact, max_docs=docs)
+    corpus, queries, qrels = evaluate.load_beir(scifact, max_docs=docs, max_queries=queries)
     folder = work / f"scifact-{docs}"
     evaluate.write_beir_corpus(corpus, folder)
     return folder, queries, qrels
@@ -129,7 +129,7 @@ def bench_ingest(settings, args, work: Path, log) -> dict:
 
     seeds = work / "seeds"
     shutil.copytree(ROOT / "seeds", seeds, dirs_exist_ok=True)
-    scifact, queries, qrels = scifact_subset(work, args.docs, args.scifact)
+    scifact, queries, qrels = scifact_subset(work, args.docs, args.scifact, args.queries)
     corpora = {"seeds": seeds, f"scifact-{args.docs}": scifact}
     rows, quality = [], []
 
@@ -247,7 +247,7 @@ def bench_query(settings, args, work: Path, log) -> dict:
             }
         )
         log(rows[-1])
-    scifact, queries, qrels = scifact_subset(work, args.docs, args.scifact)
+    scifact, queries, qrels = scifact_subset(work, args.docs, args.scifact, args.queries)
     sci, _, _ = ours_ingest(settings, scifact, work / "q-scifact")
     for mode in ("dense", "hybrid"):
         s = evaluate.beir_scores(sci.retriever, queries, qrels, mode)
@@ -305,7 +305,7 @@ def scaled_corpus(work: Path, chunks: int, unique_cap: int, scifact: Path) -> tu
 def bench_scale(settings, args, work: Path, log) -> dict:
     from qa import evaluate
 
-    _, queries, _ = evaluate.load_beir(args.scifact)
+    _, queries, _ = evaluate.load_beir(args.scifact, max_queries=args.queries)
     texts = list(queries.values())
     rows = []
     for size in args.sizes:
@@ -365,7 +365,7 @@ def bench_memory(settings, args, work: Path, log) -> dict:
 
     seeds = work / "seeds"
     shutil.copytree(ROOT / "seeds", seeds, dirs_exist_ok=True)
-    scifact, _, _ = scifact_subset(work, args.docs, args.scifact)
+    scifact, _, _ = scifact_subset(work, args.docs, args.scifact, args.queries)
     keep = ("embed_backend", "embed_model", "llm", "llm_model", "llm_base_url", "threads", "cache_dir")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **{f"QA_{k.upper()}": str(getattr(settings, k)) for k in keep}}
     qa = [sys.executable, "-m", "qa.cli"]
@@ -474,6 +474,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS), help="sections to run")
     p.add_argument("--scifact", type=Path, default=SCIFACT, help="BEIR SciFact folder (default ../shared/bench)")
     p.add_argument("--docs", type=int, default=500, help="SciFact abstracts in the ingest/query subset")
+    p.add_argument("--queries", type=int, default=None, help="SciFact test queries (default all 300)")
     p.add_argument("--runs", type=int, default=3, help="fresh runs per ingest figure (median reported)")
     p.add_argument("--backends", nargs="+", default=None, help="our embedding backends to compare")
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000], help="index sizes in chunks")

@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path, help="folder with clapnq_dev_answerable.jsonl and _unanswerable.jsonl")
     p.add_argument("--per-half", type=int, help="seeded sample of N answerable + N unanswerable (default: all)")
     p.add_argument("--json", type=Path, dest="json_out", metavar="OUT")
+    p.add_argument("--floor", action="append", default=[], metavar="METRIC=VALUE", help="as for `qa eval`")
 
     bench = _bench_module()
     if bench:  # the harness lives in eval/ of a source checkout, beside the data it measures
@@ -232,13 +233,7 @@ def cmd_chat(args, assistant) -> int:
 def cmd_eval(args, assistant) -> int:
     from qa import evaluate
 
-    floors = {}
-    for item in args.floor:
-        name, _, value = item.partition("=")
-        try:
-            floors[name] = float(value)
-        except ValueError:
-            raise evaluate.QuestionFileError(f"--floor {item}: expected METRIC=NUMBER") from None
+    floors = _floors(args.floor)
     questions = evaluate.load_questions(args.questions)
     if args.ids:
         questions = [q for q in questions if q.id in set(args.ids)]
@@ -257,7 +252,21 @@ def cmd_eval(args, assistant) -> int:
     chart = args.chart or (args.json_out.with_suffix(".png") if args.json_out else None)
     if chart:
         evaluate.write_chart(result["summary"], chart)
-    misses = evaluate.check_floors(result["summary"], floors)
+    return _report_misses(evaluate.check_floors(result["summary"], floors))
+
+
+def _floors(items: list[str]) -> dict[str, float]:
+    floors = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            floors[name] = float(value)
+        except ValueError:
+            raise QAError(f"--floor {item}: expected METRIC=NUMBER") from None
+    return floors
+
+
+def _report_misses(misses: list[str]) -> int:
     for miss in misses:
         print(f"FAIL: {miss}", file=sys.stderr)
     return 1 if misses else 0
@@ -288,14 +297,11 @@ def cmd_eval_beir(args, assistant) -> int:
     if args.json_out:
         _write_json(args.json_out, {"documents": len(corpus), "ingest": report.to_dict(), "modes": rows})
     misses = []
-    for item in args.floor:
-        mode, _, value = item.partition("=")
+    for mode, floor in _floors(args.floor).items():
         got = next((r["ndcg@10"] for r in rows if r["mode"] == mode), None)
-        if got is not None and got < float(value):
-            misses.append(f"{mode} nDCG@10 = {got} (below floor {value})")
-    for miss in misses:
-        print(f"FAIL: {miss}", file=sys.stderr)
-    return 1 if misses else 0
+        if got is not None and got < floor:
+            misses.append(f"{mode} nDCG@10 = {got} (below floor {floor})")
+    return _report_misses(misses)
 
 
 def cmd_eval_clapnq(args, assistant) -> int:
@@ -305,6 +311,7 @@ def cmd_eval_clapnq(args, assistant) -> int:
     exclude = set()
     if calibration.exists():
         exclude = {x.strip() for x in calibration.read_text().splitlines() if x.strip() and not x.startswith("#")}
+    floors = _floors(args.floor)
     passages, questions = evaluate.load_clapnq(args.folder, args.per_half, exclude=exclude)
     folder = _bench_corpus(assistant)
     evaluate.write_beir_corpus({name.removesuffix(".txt"): tp for name, tp in passages.items()}, folder)
@@ -322,7 +329,7 @@ def cmd_eval_clapnq(args, assistant) -> int:
     print(evaluate.format_table(result["summary"]))
     if args.json_out:
         _write_json(args.json_out, result)
-    return 0
+    return _report_misses(evaluate.check_floors(result["summary"], floors))
 
 
 def cmd_bench(args, assistant) -> int:

@@ -1,0 +1,52 @@
+"""`qa bench` end to end at toy size: it proves the harness measures both pipelines and writes its report.
+
+Nothing here asserts a wall-clock figure (those live in eval/results/bench/ and the README); the assertions are
+about what the harness reports and what our ingest did, which do not depend on the machine's speed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import ROOT, run_qa
+
+SCIFACT = ROOT.parent / "shared" / "bench" / "scifact"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SCIFACT.is_dir(), reason="needs ../shared/bench/scifact beside the checkout")
+def test_a_tiny_benchmark_compares_with_the_langchain_recipe(tmp_path):
+    out = tmp_path / "bench"
+    result = run_qa(
+        "bench",
+        "--only", "ingest", "scale",
+        "--docs", "40", "--queries", "8", "--runs", "2",
+        "--sizes", "150", "400", "--unique-cap", "200",
+        "--out", str(out), "--work", str(tmp_path / "work"),
+        timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((out / "bench.json").read_text())
+    fresh = [r for r in data["ingest"]["rows"] if "kind" not in r]
+    assert {r["system"] for r in fresh} == {"baseline (LangChain recipe)", "qa (onnx-int8)"}
+    ours = {r["corpus"]: r for r in fresh if r["system"] == "qa (onnx-int8)"}
+    assert set(ours) == {"seeds", "scifact-40"} and all(r["speedup_vs_baseline"] > 0 for r in ours.values())
+    assert all(len(r["runs"]) == 2 and r["chunks"] > 0 for r in fresh)
+    again = {(r["corpus"], r["kind"]): r for r in data["ingest"]["rows"] if "kind" in r}
+    # Changing one file re-embeds only that file's changed chunk, not the corpus.
+    assert again[("scifact-40", "re-ingest, one file changed")]["chunks_embedded"] <= 2
+    quality = {(r["system"], r["mode"]): r["ndcg@10"] for r in data["ingest"]["quality"]}
+    assert set(quality) == {
+        ("baseline (LangChain recipe)", "dense"),
+        ("qa (onnx-int8)", "dense"),
+        ("qa (onnx-int8)", "hybrid"),
+    }
+    assert all(0 < v <= 1 for v in quality.values())
+    scale = data["scale"]["rows"]
+    assert [r["target_chunks"] for r in scale] == [150, 400]
+    # Above --unique-cap the corpus repeats: those chunks come from the index, not the model.
+    assert scale[0]["reused"] == 0 and scale[1]["reused"] > 0 and scale[1]["chunks"] >= 400
+    assert (out / "scaling.png").stat().st_size > 5000 and (out / "ingest.png").stat().st_size > 5000
+    assert "## ingest" in result.stdout and "speedup_vs_baseline" in result.stdout
