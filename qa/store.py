@@ -234,8 +234,12 @@ class Store:
         self, source: str, file_hash: str, size: int, mtime_ns: int, chunks: list[Chunk], embeddings: np.ndarray
     ) -> None:
         """Make `chunks` the whole indexed content of `source`, as one recoverable step."""
+        known = self.db.execute("SELECT 1 FROM files WHERE source=?", (source,)).fetchone()
         self._mark_pending(source, file_hash, size, mtime_ns)
-        self._chroma(lambda: self.collection.delete(where={"source": source}))
+        # A file with no manifest row has no vectors (repair() has removed those of any crashed run), so the
+        # filtered delete, which costs a scan of the collection's metadata, is skipped for new files.
+        if known:
+            self._chroma(lambda: self.collection.delete(where={"source": source}))
         batch = max(1, self._max_batch())
         for i in range(0, len(chunks), batch):
             part = chunks[i : i + batch]
