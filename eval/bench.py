@@ -287,18 +287,29 @@ def bench_query(settings, args, work: Path, log) -> dict:
     return {"rows": rows}
 
 
-def scaled_corpus(work: Path, chunks: int, unique_cap: int, scifact: Path) -> tuple[Path, int]:
+def scaled_corpus(work: Path, chunks: int, unique_cap: int, scifact: Path, settings) -> tuple[Path, int]:
     """About `chunks` chunks of SciFact text; beyond `unique_cap` chunks the same abstracts repeat in copy
     folders (their vectors are then reused from the index, so that part measures the store, not the model)."""
     from qa import evaluate
+    from qa.chunking import chunk_document
+    from qa.documents import load_document
 
     corpus, _, _ = evaluate.load_beir(scifact)
     ids = sorted(corpus, key=int)
-    unique = min(len(ids), math.ceil(min(chunks, unique_cap) / CHUNKS_PER_SCIFACT_DOC))
-    copies = max(1, math.ceil(chunks / (unique * CHUNKS_PER_SCIFACT_DOC)))
     folder = work / f"scale-{chunks}"
-    for c in range(copies):
-        evaluate.write_beir_corpus({i: corpus[i] for i in ids[:unique]}, folder / f"copy{c}")
+    first = folder / "copy0"
+    first.mkdir(parents=True, exist_ok=True)
+    unique, per_copy = 0, 0
+    # Add abstracts until one copy holds the distinct part of the target (chunking is cheap; embedding is not).
+    while per_copy < min(chunks, unique_cap) and unique < len(ids):
+        doc_id = ids[unique]
+        evaluate.write_beir_corpus({doc_id: corpus[doc_id]}, first / doc_id)
+        path = first / doc_id / f"{doc_id}.txt"
+        per_copy += len(chunk_document(load_document(path, path.name), settings.chunk_size, settings.chunk_overlap))
+        unique += 1
+    copies = max(1, math.ceil(chunks / per_copy))
+    for c in range(1, copies):
+        shutil.copytree(first, folder / f"copy{c}")
     return folder, copies
 
 
@@ -309,7 +320,7 @@ def bench_scale(settings, args, work: Path, log) -> dict:
     texts = list(queries.values())
     rows = []
     for size in args.sizes:
-        folder, copies = scaled_corpus(work, size, args.unique_cap, args.scifact)
+        folder, copies = scaled_corpus(work, size, args.unique_cap, args.scifact, settings)
         index = work / f"scale-idx-{size}"
         assistant, report, seconds = ours_ingest(settings, folder, index)
         total = report.chunks + report.reused

@@ -146,7 +146,7 @@ def _embed(store: Store, embedder, chunks: list[Chunk], report: IngestReport):
     missing = list(dict.fromkeys(c.text for c in chunks if c.hash not in known))
     fresh = dict(zip(missing, embedder.embed_documents(missing), strict=True)) if missing else {}
     report.chunks += len(missing)
-    report.reused += len(chunks) - sum(1 for c in chunks if c.hash not in known)
+    report.reused += len(chunks) - len(missing)  # found in the index, or a repeat of a text embedded just now
     return np.stack([known[c.hash] if c.hash in known else fresh[c.text] for c in chunks]).astype(np.float32)
 
 
