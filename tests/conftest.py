@@ -6,6 +6,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,32 @@ def run_qa(*args: str, env: dict | None = None, timeout: float = 300, cwd: Path 
         env=full_env,
         cwd=cwd or ROOT,
     )
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen, timeout: float, what: str) -> None:
+    """Poll `url` until it answers; fail at once if the process that should serve it exits."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            assert proc.poll() is None, f"{what} exited"
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"{what} did not start within {timeout:g}s")
+
+
+def start_llama_server(model: str, alias: str, port: int, cache_dir: Path) -> subprocess.Popen:
+    """A real OpenAI-compatible endpoint: llama.cpp's server on 127.0.0.1 with a shipped GGUF."""
+    from qa.generators.llama_cpp import assemble
+
+    gguf = assemble(model, cache_dir)
+    args = ["--model", str(gguf), "--model_alias", alias, "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", *args, "--n_ctx", "4096", "--n_threads", "2", "--verbose", "False"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_until_serving(f"http://127.0.0.1:{port}/v1/models", proc, 120, "llama.cpp server")
+    return proc

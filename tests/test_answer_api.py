@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 
 import pytest
 
 from qa.api import Assistant
 from qa.errors import GeneratorError
-from qa.generators.llama_cpp import assemble
-from tests.conftest import SEEDS, run_qa
+from tests.conftest import SEEDS, run_qa, start_llama_server
 from tests.test_ui import free_port
 
 pytestmark = pytest.mark.slow
@@ -24,41 +20,9 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server(settings_module):
-    gguf = assemble("qwen2.5-coder-1.5b", settings_module.cache_dir)
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(gguf),
-            "--model_alias",
-            "qwen-1.5b",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "4096",
-            "--n_threads",
-            "2",
-            "--verbose",
-            "False",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{base}/models", timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None, "llama.cpp server exited"
-            time.sleep(0.5)
-    yield base
+    proc = start_llama_server("qwen2.5-coder-1.5b", "qwen-1.5b", port, settings_module.cache_dir)
+    yield f"http://127.0.0.1:{port}/v1"
     proc.terminate()
     proc.wait(timeout=30)
 

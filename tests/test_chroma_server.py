@@ -5,15 +5,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from qa.api import Assistant
 from qa.errors import StoreUnavailableError
-from tests.conftest import SEEDS
+from tests.conftest import SEEDS, wait_until_serving
 from tests.test_ui import free_port
 
 # The `chroma` command installed with chromadb, next to this interpreter (the venv need not be activated).
@@ -35,15 +33,8 @@ class ChromaServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"{self.url}/api/v2/heartbeat", timeout=1)
-                return self
-            except OSError:
-                assert self.proc.poll() is None, "chroma run exited"
-                time.sleep(0.3)
-        raise RuntimeError("chroma server did not start")
+        wait_until_serving(f"{self.url}/api/v2/heartbeat", self.proc, 60, "chroma run")
+        return self
 
     def stop(self):
         self.proc.terminate()

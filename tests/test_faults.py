@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,8 +21,7 @@ from qa.api import Assistant
 from qa.chunking import chunk_document
 from qa.documents import load_document
 from qa.errors import GeneratorError, StoreUnavailableError
-from qa.generators.llama_cpp import assemble
-from tests.conftest import ROOT, run_qa
+from tests.conftest import ROOT, run_qa, start_llama_server
 from tests.test_chroma_server import ChromaServer, chroma_server  # noqa: F401 (fixture)
 from tests.test_ui import free_port
 
@@ -248,43 +246,6 @@ def start_dying_endpoint(port: int, framing: str) -> subprocess.Popen:
     return proc
 
 
-def start_llama_server(port: int, settings) -> subprocess.Popen:
-    gguf = assemble("qwen2.5-coder-0.5b", settings.cache_dir)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(gguf),
-            "--model_alias",
-            "qwen-0.5b",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "4096",
-            "--n_threads",
-            "2",
-            "--verbose",
-            "False",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
-            return proc
-        except OSError:
-            assert proc.poll() is None, "llama.cpp server exited"
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("llama.cpp server did not start")
-
-
 QUESTION = "Which organization does Shahin Gobadi belong to?"
 
 
@@ -330,7 +291,7 @@ def test_a_model_endpoint_that_dies_mid_answer_is_a_clear_error_and_the_next_que
         assert endpoint.wait(timeout=10) == -9
 
     # The endpoint is back (a real llama.cpp server on the same address): the same Assistant answers again.
-    server = start_llama_server(port, settings)
+    server = start_llama_server("qwen2.5-coder-0.5b", "qwen-0.5b", port, settings.cache_dir)
     try:
         answer = assistant.ask(QUESTION)
         assert not answer.abstained, answer.raw
