@@ -34,8 +34,8 @@ class Settings:
     # Embedding and chunking. "all-MiniLM-L6-v2" resolves to the copy shipped in a PyPI package.
     embed_model: str = "all-MiniLM-L6-v2"
     embed_batch: int = 32
-    # onnx-int8 | onnx | torch. int8 ONNX (exported once into cache_dir, offline) embeds ~3x faster than torch
-    # here with the same retrieval quality; measured by eval/bench.py.
+    # onnx-int8 | onnx | torch. int8 ONNX (exported once into cache_dir, offline) keeps retrieval quality and is
+    # faster where the CPU has int8 kernels (2x with AVX-512 VNNI, est. 10-20 % on AVX2); see eval/bench.py.
     embed_backend: str = "onnx-int8"
     chunk_size: int = 600  # characters (~140 tokens: under MiniLM's 256-token window, and short prompts)
     chunk_overlap: int = 100

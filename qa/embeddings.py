@@ -74,7 +74,10 @@ def onnx_model_folder(path: str, backend: str, cache_dir: Path) -> tuple[str, st
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.backend import export_dynamic_quantized_onnx_model
 
-    folder = cache_dir / "onnx" / "".join(c if c.isalnum() or c in "-._" else "_" for c in path.strip("/"))[-120:]
+    # One folder per backend: each is written whole or not at all (below), so a folder made for "onnx" is never
+    # mistaken for a finished "onnx-int8" export that lacks its quantised file.
+    slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in path.strip("/"))[-120:]
+    folder = cache_dir / "onnx" / f"{slug}-{backend}"
     target = _quantization_target()
     wanted = folder / "onnx" / ("model.onnx" if backend == "onnx" else f"model_q*int8_{target}.onnx")
     found = sorted(wanted.parent.glob(wanted.name)) if wanted.parent.is_dir() else []
@@ -102,8 +105,10 @@ def onnx_model_folder(path: str, backend: str, cache_dir: Path) -> tuple[str, st
 class SentenceTransformerEmbedder:
     """Any sentence-transformers model: a shipped name, a hub name, or a local folder.
 
-    backend "onnx-int8" (the default) runs an int8 ONNX export made once into cache_dir: about 3x faster than
-    "torch" on this 2-core CPU with the same SciFact nDCG@10 (eval/results/bench/). "onnx" is the fp32 export.
+    backend "onnx-int8" (the default) runs an int8 ONNX export made once into cache_dir, with the same SciFact
+    nDCG@10 as "torch" (eval/results/). Its speed-up depends on the CPU's int8 kernels: about 2x with AVX-512
+    VNNI (FACTS.md), an estimated 10-20 % end to end on the AVX2 machine of eval/results/bench/.
+    "onnx" is the fp32 export.
     """
 
     def __init__(
