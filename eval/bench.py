@@ -36,11 +36,6 @@ SCIFACT = ROOT.parent / "shared" / "bench" / "scifact"
 CHUNKS_PER_SCIFACT_DOC = 4.15  # measured: 21,489 chunks from 5,183 abstracts at chunk_size 600
 
 
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
-
-
 def ms(seconds: float) -> float:
     return round(1000 * seconds, 1)
 
@@ -190,7 +185,7 @@ def reingest_rows(assistant, corpus: Path, name: str, label: str, runs: int, log
     times = []
     for _ in range(runs):
         started = time.perf_counter()
-        report = assistant.ingest()
+        assistant.ingest()
         times.append(time.perf_counter() - started)
     out.append(
         {"system": name, "corpus": label, "kind": "re-ingest unchanged", "s": round(statistics.median(times), 3)}
@@ -243,7 +238,7 @@ def bench_query(settings, args, work: Path, log) -> dict:
                 "what": f"retrieval {mode}",
                 "n": len(lat),
                 "p50_ms": ms(statistics.median(lat)),
-                "p95_ms": ms(p95(lat)),
+                "p95_ms": ms(evaluate.p95(lat)),
             }
         )
         log(rows[-1])
@@ -278,7 +273,7 @@ def bench_query(settings, args, work: Path, log) -> dict:
                     "what": what,
                     "n": len(values),
                     "p50_ms": ms(statistics.median(values)),
-                    "p95_ms": ms(p95(values)),
+                    "p95_ms": ms(evaluate.p95(values)),
                     "model": settings.llm_model,
                 }
             )
@@ -341,7 +336,7 @@ def bench_scale(settings, args, work: Path, log) -> dict:
                 assistant.retriever.search(text, settings.top_k, mode=mode)
                 lat.append(time.perf_counter() - started)
             row[f"{mode}_p50_ms"] = ms(statistics.median(lat))
-            row[f"{mode}_p95_ms"] = ms(p95(lat))
+            row[f"{mode}_p95_ms"] = ms(evaluate.p95(lat))
         row["index_mb"] = round(sum(p.stat().st_size for p in index.rglob("*") if p.is_file()) / 1e6, 1)
         assistant.store.close()
         log(row)

@@ -103,7 +103,7 @@ def token_f1(prediction: str, answers: list[str]) -> float:
     return best
 
 
-def _p95(values: list[float]) -> float:
+def p95(values: list[float]) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
@@ -167,7 +167,7 @@ def summarize(questions: list[Question], items: list[dict], top_k: int) -> dict:
         "citation_precision": share(sum(i["score"]["cited_in_sources"] for i in answered), n_cit),
         "citation_faithfulness": share(sum(i["score"]["faithful_quotes"] for i in items), n_all_cit),
         "latency_median_s": round(statistics.median(totals), 3) if totals else None,
-        "latency_p95_s": round(_p95(totals), 3),
+        "latency_p95_s": round(p95(totals), 3),
         "first_token_median_s": round(statistics.median(firsts), 3) if firsts else None,
     }
 
@@ -324,7 +324,7 @@ def beir_scores(retriever, queries: dict[str, str], qrels: dict[str, set[str]], 
         "mrr@10": round(mrr / n, 4),
         "published_ndcg@10": PUBLISHED_NDCG10.get(mode),
         "latency_p50_ms": round(1000 * statistics.median(latencies), 1),
-        "latency_p95_ms": round(1000 * _p95(latencies), 1),
+        "latency_p95_ms": round(1000 * p95(latencies), 1),
         "queries": n,
     }
 
