@@ -170,6 +170,15 @@ def _names(sentence: str) -> set[str]:
     return {_stem(w.lower()) for w in words[1:] if w[0].isupper() and len(w) > 1 and w.lower() not in _STOP}
 
 
+def _skeleton(word: str) -> str:
+    """A long name's consonants in order, doubles collapsed: transliterations of one name differ in vowels
+    ("Mujahedeen" / "Mujahadin" / "Mojahedin" -> "mjhdn"), while different names differ in consonants
+    ("Obama" / "Osama", "Iran" / "Iraq")."""
+    if len(word) < 6:
+        return ""  # short words share skeletons by chance ("Bush" / "Bash")
+    return re.sub(r"(.)\1+", r"\1", re.sub(r"[aeiouy]", "", word))
+
+
 def support(sentence: str, passage_text: str, question: str = "") -> float:
     """How well a passage backs a sentence, 0..1. Zero when a number or name the sentence adds is missing.
 
@@ -182,8 +191,12 @@ def support(sentence: str, passage_text: str, question: str = "") -> float:
     have = content_words(passage_text)
     if not _numbers(sentence) - _numbers(question) <= _numbers(passage_text):
         return 0.0
-    if not _names(sentence) - asked <= have:
-        return 0.0
+    missing = _names(sentence) - asked - have
+    if missing:
+        # a name the passage lacks is invented, unless it is the passage's name spelled another way
+        spelled = {_skeleton(w) for w in have} - {""}
+        if any(_skeleton(name) not in spelled for name in missing):
+            return 0.0
     if not new:
         return 0.0  # restating the question answers nothing
     if len(new) < 3:

@@ -61,6 +61,14 @@ def test_a_wrong_number_is_not_supported(passages):
     assert support("Albania agreed to take in 210 members of the MeK.", passages[0].chunk.text) > 0.8
 
 
+def test_a_name_spelled_another_way_is_supported_but_a_different_name_is_not():
+    passage = "The Government of Albania has offered to resettle 210 members of the Mujahadin-e Khalq (MEK)."
+    variant = "Albania offered to resettle 210 members of the Mujahedeen-e Khalq (MEK)."
+    assert support(variant, passage) > 0.8
+    assert support("Albania offered to resettle 210 members of the Hezbollah-e Khalq (MEK).", passage) == 0.0
+    assert support("The government of Iraq offered to resettle 210 members of the MEK.", passage) == 0.0
+
+
 def test_an_answer_with_nothing_supported_is_a_decline(passages):
     answer = check_answer("What is the capital of France?", "The capital of France is Paris [1].", passages)
     assert answer.abstained and answer.text == DECLINE_TEXT and answer.citations == []
