@@ -68,7 +68,10 @@ class Assistant:
         """Bring the index in line with the corpus folder. See qa.ingest.ingest for what is raised."""
         if rebuild:
             self._rebuild()
-        return ingest(self.store, self.embedder, self.settings, Path(corpus) if corpus else None, progress)
+        # The model loads on the first text to embed (about 10 s of imports): an unchanged corpus, or one with
+        # nothing new, is synced without it.
+        embed = lambda texts: self.embedder.embed_documents(texts)  # noqa: E731
+        return ingest(self.store, embed, self.settings, Path(corpus) if corpus else None, progress)
 
     def _rebuild(self) -> None:
         store = self._open_store(verify=False)

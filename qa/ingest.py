@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from qa.chunking import Chunk, chunk_document
 from qa.config import Settings
 from qa.documents import CorpusFile, load_document, scan_corpus
@@ -62,12 +64,15 @@ def chunking_signature(settings: Settings) -> str:
 
 def ingest(
     store: Store,
-    embedder,
+    embed: Callable[[list[str]], np.ndarray],
     settings: Settings,
     corpus: Path | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> IngestReport:
     """Sync `corpus` (default settings.corpus) into `store`. Bad files are reported in `failed`, never raised.
+
+    `embed` turns texts into vectors. It is called only for texts the index does not hold yet, so a caller can
+    load the embedding model lazily: an unchanged corpus never pays for it.
 
     Raises CorpusError for a missing/empty corpus folder or a folder other than the one this index mirrors,
     IndexBusyError when another process is writing the index.
@@ -125,7 +130,7 @@ def ingest(
         total = len(todo)
         done = 0
         for group in _groups(todo, settings.embed_batch * _GROUP_PER_BATCH):
-            vectors = _embed(store, embedder, [c for _, _, chunks in group for c in chunks], report)
+            vectors = _embed(store, embed, [c for _, _, chunks in group for c in chunks], report)
             at = 0
             for f, digest, chunks in group:
                 store.replace_file(f.source, digest, f.size, f.mtime_ns, chunks, vectors[at : at + len(chunks)])
@@ -138,13 +143,11 @@ def ingest(
     return report
 
 
-def _embed(store: Store, embedder, chunks: list[Chunk], report: IngestReport):
+def _embed(store: Store, embed: Callable[[list[str]], np.ndarray], chunks: list[Chunk], report: IngestReport):
     """Vectors for `chunks`, computing only those whose text the index does not hold yet."""
-    import numpy as np
-
     known = store.vectors_for([c.hash for c in chunks])
     missing = list(dict.fromkeys(c.text for c in chunks if c.hash not in known))
-    fresh = dict(zip(missing, embedder.embed_documents(missing), strict=True)) if missing else {}
+    fresh = dict(zip(missing, embed(missing), strict=True)) if missing else {}
     report.chunks += len(missing)
     report.reused += len(chunks) - len(missing)  # found in the index, or a repeat of a text embedded just now
     return np.stack([known[c.hash] if c.hash in known else fresh[c.text] for c in chunks]).astype(np.float32)
