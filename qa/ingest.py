@@ -14,7 +14,7 @@ from qa.chunking import Chunk, chunk_document
 from qa.config import Settings
 from qa.documents import CorpusFile, load_document, scan_corpus
 from qa.errors import CorpusError, DocumentError
-from qa.store import Store
+from qa.store import FileUpdate, Store
 
 # Files are embedded in groups of about this many batches of chunks: big enough for efficient batches,
 # small enough that progress moves and an interrupted run loses little work.
@@ -131,10 +131,12 @@ def ingest(
         done = 0
         for group in _groups(todo, settings.embed_batch * _GROUP_PER_BATCH):
             vectors = _embed(store, embed, [c for _, _, chunks in group for c in chunks], report)
-            at = 0
+            updates, at = [], 0
             for f, digest, chunks in group:
-                store.replace_file(f.source, digest, f.size, f.mtime_ns, chunks, vectors[at : at + len(chunks)])
+                updates.append(FileUpdate(f.source, digest, f.size, f.mtime_ns, chunks, vectors[at : at + len(chunks)]))
                 at += len(chunks)
+            store.replace_files(updates)
+            for f, _, _ in group:
                 (report.updated if f.source in known else report.added).append(f.source)
                 done += 1
                 if progress:

@@ -71,6 +71,18 @@ class FileRecord:
 
 
 @dataclass
+class FileUpdate:
+    """A file's new content for the index: its manifest fields and its chunks with their vectors (one row each)."""
+
+    source: str
+    file_hash: str
+    size: int
+    mtime_ns: int
+    chunks: list[Chunk]
+    embeddings: np.ndarray
+
+
+@dataclass
 class Hit:
     chunk: Chunk
     score: float
@@ -230,16 +242,29 @@ class Store:
             self.db.execute("UPDATE files SET size=?, mtime_ns=? WHERE source=?", (size, mtime_ns, source))
 
     # ---- writes (call under write_lock) ---------------------------------------------------------------
-    def replace_file(
-        self, source: str, file_hash: str, size: int, mtime_ns: int, chunks: list[Chunk], embeddings: np.ndarray
-    ) -> None:
-        """Make `chunks` the whole indexed content of `source`, as one recoverable step."""
-        known = self.db.execute("SELECT 1 FROM files WHERE source=?", (source,)).fetchone()
-        self._mark_pending(source, file_hash, size, mtime_ns)
+    def replace_files(self, files: list[FileUpdate]) -> None:
+        """Make each file's chunks its whole indexed content, as one recoverable step for the group.
+
+        All files are marked pending first, so a crash anywhere in between leaves them to repair(). One Chroma
+        add and one SQLite transaction serve the whole group: per-file round trips dominated ingest once
+        vectors were reused (about 18 files/s on small files)."""
+        if not files:
+            return
+        known = {r[0] for r in self.db.execute("SELECT source FROM files")}
+        with self.db:
+            self.db.executemany(
+                "INSERT INTO files(source, hash, size, mtime_ns, n_chunks, state, indexed_at) "
+                "VALUES (?,?,?,?,0,'pending',?) ON CONFLICT(source) DO UPDATE SET "
+                "hash=excluded.hash, size=excluded.size, mtime_ns=excluded.mtime_ns, state='pending'",
+                [(f.source, f.file_hash, f.size, f.mtime_ns, time.time()) for f in files],
+            )
         # A file with no manifest row has no vectors (repair() has removed those of any crashed run), so the
         # filtered delete, which costs a scan of the collection's metadata, is skipped for new files.
-        if known:
-            self._chroma(lambda: self.collection.delete(where={"source": source}))
+        replaced = [f.source for f in files if f.source in known]
+        if replaced:
+            self._chroma(lambda: self.collection.delete(where={"source": {"$in": replaced}}))
+        chunks = [c for f in files for c in f.chunks]
+        embeddings = np.concatenate([f.embeddings for f in files])
         batch = max(1, self._max_batch())
         for i in range(0, len(chunks), batch):
             part = chunks[i : i + batch]
@@ -252,28 +277,18 @@ class Store:
                 )
             )
         with self.db:
-            self.db.execute("DELETE FROM chunks WHERE source=?", (source,))
+            self.db.executemany("DELETE FROM chunks WHERE source=?", [(f.source,) for f in files])
             self.db.executemany(
                 f"INSERT INTO chunks({_CHUNK_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 [
-                    (
-                        c.id,
-                        c.text,
-                        c.source,
-                        c.start_char,
-                        c.end_char,
-                        c.start_line,
-                        c.end_line,
-                        c.page,
-                        c.title,
-                        c.hash,
-                    )
+                    (c.id, c.text, c.source, c.start_char, c.end_char, c.start_line, c.end_line)
+                    + (c.page, c.title, c.hash)
                     for c in chunks
                 ],
             )
-            self.db.execute(
+            self.db.executemany(
                 "UPDATE files SET state='done', n_chunks=?, indexed_at=? WHERE source=?",
-                (len(chunks), time.time(), source),
+                [(len(f.chunks), time.time(), f.source) for f in files],
             )
 
     def remove_file(self, source: str) -> None:
@@ -323,15 +338,6 @@ class Store:
             ids.extend(got["ids"])
             if len(got["ids"]) < page:
                 return ids
-
-    def _mark_pending(self, source: str, file_hash: str, size: int, mtime_ns: int) -> None:
-        with self.db:
-            self.db.execute(
-                "INSERT INTO files(source, hash, size, mtime_ns, n_chunks, state, indexed_at) "
-                "VALUES (?,?,?,?,0,'pending',?) ON CONFLICT(source) DO UPDATE SET "
-                "hash=excluded.hash, size=excluded.size, mtime_ns=excluded.mtime_ns, state='pending'",
-                (source, file_hash, size, mtime_ns, time.time()),
-            )
 
     def _max_batch(self) -> int:
         try:

@@ -194,7 +194,11 @@ def build_app(assistant: Assistant) -> gr.Blocks:
 
     def api_ask(question: str) -> dict:
         """Ask one question; returns the answer object (same fields as `qa ask --json`)."""
-        return assistant.ask(question).to_dict()
+        try:
+            return assistant.ask(question).to_dict()
+        except QAError as exc:
+            # gr.Error reaches the API caller with its message; any other exception is hidden (show_error=False)
+            raise gr.Error(str(exc)) from None
 
     with gr.Blocks(title="qa — answers from your documents") as app:
         gr.Markdown("## qa — answers from your documents, with checked citations")

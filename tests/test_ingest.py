@@ -227,7 +227,9 @@ def test_kill_9_mid_ingest_is_repaired_to_what_a_clean_run_produces(settings, co
                 pending = con.execute("SELECT COUNT(*) FROM files WHERE state='pending'").fetchone()[0]
         except sqlite3.Error:
             done = pending = 0
-        if done >= kill_after_done and (pending or kill_after_done == 0):
+        # Kill while a group of files is being written (pending rows) when the poll catches it; a write takes
+        # tens of milliseconds, so if two more files finish first, kill between writes instead.
+        if done >= kill_after_done and (pending or kill_after_done == 0 or done >= kill_after_done + 2):
             break
         time.sleep(0.02)
     assert proc.poll() is None, "ingest finished before it could be killed; make the corpus bigger"

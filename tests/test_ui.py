@@ -166,3 +166,6 @@ def test_gradio_client_can_ask_through_the_api(app_url):
     result = client.predict("Who is the U.N. envoy in Iraq?", api_name="/ask")
     assert result["question"] == "Who is the U.N. envoy in Iraq?"
     assert "Kobler" in result["answer"] and result["citations"]
+    # a bad question reaches an API caller as qa's one-line message, not a bare "error"
+    with pytest.raises(Exception, match="the question is empty"):
+        client.predict("   ", api_name="/ask")
