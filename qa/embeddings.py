@@ -107,7 +107,7 @@ class SentenceTransformerEmbedder:
 
     backend "onnx-int8" (the default) runs an int8 ONNX export made once into cache_dir, with the same SciFact
     nDCG@10 as "torch" (eval/results/). Its speed-up depends on the CPU's int8 kernels: about 2x with AVX-512
-    VNNI (FACTS.md), 1.35x end to end (ingest of SciFact-300) on the AVX2 machine of eval/results/bench/
+    VNNI (FACTS.md), 1.35x end to end (ingest of SciFact-300) on the AVX2 machine of eval/results/bench/.
     "onnx" is the fp32 export.
     """
 
