@@ -250,7 +250,10 @@ class Store:
         vectors were reused (about 18 files/s on small files)."""
         if not files:
             return
-        known = {r[0] for r in self.db.execute("SELECT source FROM files")}
+        # Only this group's rows: a scan of the whole manifest per group grows with the corpus times the groups.
+        sources = [f.source for f in files]
+        marks = ",".join("?" * len(sources))
+        known = {r[0] for r in self.db.execute(f"SELECT source FROM files WHERE source IN ({marks})", sources)}
         with self.db:
             self.db.executemany(
                 "INSERT INTO files(source, hash, size, mtime_ns, n_chunks, state, indexed_at) "
