@@ -169,3 +169,27 @@ def test_gradio_client_can_ask_through_the_api(app_url):
     # a bad question reaches an API caller as qa's one-line message, not a bare "error"
     with pytest.raises(Exception, match="the question is empty"):
         client.predict("   ", api_name="/ask")
+
+
+def test_two_browser_sessions_keep_their_own_conversations(page, app_url):
+    """Two people on the same server at once: each sees only their own questions and answers, and clearing one
+    chat leaves the other alone (the conversation lives in per-session state, not in the server)."""
+    page.click("#clear")
+    other = page.context.browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+    other.goto(app_url[0])
+    other.wait_for_selector("#question textarea")
+    mine, theirs = "Who wrote the novel Pride and Prejudice?", "Which country won the 2014 FIFA World Cup?"
+    for pg, question in ((page, mine), (other, theirs)):  # both asked before either is answered
+        pg.fill("#question textarea", question)
+        pg.click("#ask")
+    for pg in (page, other):
+        pg.wait_for_function(
+            "document.querySelector('#chat').innerText.includes(\"The documents don't say\")", timeout=120_000
+        )
+    assert mine in page.inner_text("#chat") and theirs not in page.inner_text("#chat")
+    assert theirs in other.inner_text("#chat") and mine not in other.inner_text("#chat")
+
+    page.click("#clear")
+    page.wait_for_function(f"!document.querySelector('#chat').innerText.includes({mine!r})", timeout=30_000)
+    assert theirs in other.inner_text("#chat")
+    other.context.close()
