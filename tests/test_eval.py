@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -177,3 +180,14 @@ def test_clapnq_subset_answers_and_declines_within_its_floors(tmp_path):
     calibration = (ROOT / "eval" / "clapnq_calibration_ids.txt").read_text().split()
     assert not {i["id"].removeprefix("clapnq-") for i in data["items"]} & set(calibration)
     assert "passages" in result.stderr and "600 passages" in result.stderr
+
+    # eval/breakdown.py explains the run: every question is answered or declined by exactly one stage
+    shown = subprocess.run(
+        [sys.executable, str(ROOT / "eval" / "breakdown.py"), str(out)], capture_output=True, text=True, check=True
+    ).stdout
+    for half, line in zip(("answerable", "unanswerable"), shown.splitlines(), strict=False):
+        counts = dict(re.findall(r"(answered|gate|judge|checks) (\d+)", line))
+        assert line.startswith(half) and sum(map(int, counts.values())) == 3, shown
+        declined = sum(i["abstained"] for i in data["items"] if i["expected"]["answerable"] == (half == "answerable"))
+        assert int(counts["answered"]) == 3 - declined, shown
+    assert "judge AUROC" in shown
