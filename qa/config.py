@@ -65,8 +65,42 @@ class Settings:
         default_factory=lambda: Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "qa"
     )
 
+    def __post_init__(self):
+        # A bad number would otherwise surface deep inside a library as a traceback (or, for top_k 0, as an
+        # empty answer); here it is one line naming the setting.
+        for name, low, high, low_inclusive in _BOUNDS:
+            value = getattr(self, name)
+            if value < low or (value == low and not low_inclusive) or (high is not None and value > high):
+                above = f"{'at least' if low_inclusive else 'more than'} {low:g}"
+                limit = f"between {low:g} and {high:g}" if high is not None else above
+                raise ConfigError(f"setting '{name}': must be {limit}, got {value:g}")
+        if self.chunk_overlap >= self.chunk_size:
+            raise ConfigError(
+                f"setting 'chunk_overlap' ({self.chunk_overlap}) must be smaller than 'chunk_size' ({self.chunk_size})"
+            )
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+
+# (setting, lowest, highest or None, whether the lowest itself is allowed)
+_BOUNDS = [
+    ("store_timeout", 0, None, False),
+    ("lock_wait", 0, None, True),
+    ("max_file_mb", 0, None, False),
+    ("embed_batch", 1, None, True),
+    ("chunk_size", 1, None, True),
+    ("chunk_overlap", 0, None, True),
+    ("threads", 1, None, True),
+    ("top_k", 1, None, True),
+    ("candidates", 1, None, True),
+    ("max_question_chars", 1, None, True),
+    ("min_relevance", -1, 1, True),
+    ("judge_threshold", 0, 1, True),
+    ("llm_timeout", 0, None, False),
+    ("llm_max_tokens", 1, None, True),
+    ("llm_ctx", 512, None, True),  # the instructions and one passage alone need a few hundred tokens
+]
 
 
 def _coerce(name: str, kind: Any, raw: Any) -> Any:

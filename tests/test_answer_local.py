@@ -116,3 +116,15 @@ def test_bad_questions_get_one_clear_line(seeded, question, message):
 def test_a_question_in_another_language_gets_an_answer_object_not_a_crash(seeded):
     answer = seeded.ask("¿Quién ofreció asilo a los miembros del MEK?")
     assert isinstance(answer.abstained, bool) and answer.text
+
+
+def test_a_prompt_longer_than_the_context_window_is_a_clear_error(seeded):
+    """Eight passages do not fit a 512-token window: the judge used to die with a llama.cpp traceback."""
+    from qa.errors import GeneratorError
+
+    small = Assistant(seeded.settings.replace(llm_ctx=512))
+    try:
+        with pytest.raises(GeneratorError, match=r"more than the model's context window \(llm_ctx 512\)"):
+            small.ask("How many members of the MEK did Albania offer to take in?", top_k=8)
+    finally:
+        small.store.close()

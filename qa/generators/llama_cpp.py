@@ -180,6 +180,11 @@ class LlamaCppGenerator:
             ]
         formatted = self._formatter(messages=messages)
         tokens = llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)
+        if len(tokens) >= llm.n_ctx():
+            raise GeneratorError(
+                f"the prompt is {len(tokens):,} tokens, more than the model's context window "
+                f"(llm_ctx {llm.n_ctx():,}): use fewer passages (top_k) or a larger llm_ctx"
+            )
         with self.lock:
             cached = llm.input_ids[: llm.n_tokens].tolist()
             shared = 0
