@@ -172,6 +172,15 @@ class Assistant:
         question = self._valid_question(question)
         if self.store.chunk_count() == 0:
             raise CorpusError(f"nothing is indexed in {s.vectorstore} yet: run `qa ingest PATH` first")
+        if sources:
+            # A mistyped name would otherwise filter out every passage and read as "The documents don't say."
+            indexed = {source for source, r in self.store.files().items() if r.state == "done"}
+            unknown = [x for x in sources if x not in indexed]
+            if unknown:
+                raise QuestionError(
+                    f"not an indexed document: {', '.join(unknown)} (names are relative to the corpus root; "
+                    "`qa status` lists them)"
+                )
         timings: dict[str, float] = {}
         standalone = question
         if history:

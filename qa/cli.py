@@ -236,6 +236,9 @@ def cmd_eval(args, assistant) -> int:
     floors = _floors(args.floor)
     questions = evaluate.load_questions(args.questions)
     if args.ids:
+        unknown = sorted(set(args.ids) - {q.id for q in questions})
+        if unknown:
+            raise evaluate.QuestionFileError(f"{args.questions}: no question with id {', '.join(unknown)}")
         questions = [q for q in questions if q.id in set(args.ids)]
     report = assistant.ingest()
     if report.failed:

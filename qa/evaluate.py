@@ -13,6 +13,7 @@ import statistics
 import string
 from collections import Counter
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,20 @@ from qa.errors import DocumentError, QAError
 
 class QuestionFileError(QAError):
     """A question file that cannot be used (names the file and line)."""
+
+
+class BenchmarkError(QAError):
+    """A benchmark folder (BEIR, ClapNQ) that is missing files or holds something else (names the file)."""
+
+
+@contextmanager
+def _reading(folder: Path, kind: str):
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise BenchmarkError(f"{folder}: not a {kind} folder: {exc.filename} is missing") from None
+    except (OSError, ValueError, KeyError, TypeError, IndexError, EOFError) as exc:
+        raise BenchmarkError(f"{folder}: not a {kind} folder: cannot read it ({type(exc).__name__}: {exc})") from None
 
 
 @dataclass
@@ -251,22 +266,23 @@ def load_beir(folder: Path, max_docs: int | None = None, max_queries: int | None
     import random
 
     folder = Path(folder)
-    qrels: dict[str, set[str]] = {}
-    for line in (folder / "qrels" / "test.tsv").read_text().splitlines()[1:]:
-        qid, docid, score = line.split("\t")[:3]
-        if int(score) > 0:
-            qrels.setdefault(qid, set()).add(docid)
-    all_queries = {}
-    for line in (folder / "queries.jsonl").read_text().splitlines():
-        if line.strip():
-            obj = json.loads(line)
-            if obj["_id"] in qrels:
-                all_queries[obj["_id"]] = obj["text"]
-    ids = sorted(all_queries, key=int)[:max_queries] if max_queries else sorted(all_queries, key=int)
-    queries = {q: all_queries[q] for q in ids}
-    qrels = {q: qrels[q] for q in ids}
-    with gzip.open(folder / "corpus.jsonl.gz", "rt", encoding="utf-8") as f:
-        corpus = {o["_id"]: (o.get("title", ""), o["text"]) for o in map(json.loads, f) if o}
+    with _reading(folder, "BEIR"):
+        qrels: dict[str, set[str]] = {}
+        for line in (folder / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+            qid, docid, score = line.split("\t")[:3]
+            if int(score) > 0:
+                qrels.setdefault(qid, set()).add(docid)
+        all_queries = {}
+        for line in (folder / "queries.jsonl").read_text().splitlines():
+            if line.strip():
+                obj = json.loads(line)
+                if obj["_id"] in qrels:
+                    all_queries[obj["_id"]] = obj["text"]
+        ids = sorted(all_queries, key=int)[:max_queries] if max_queries else sorted(all_queries, key=int)
+        queries = {q: all_queries[q] for q in ids}
+        qrels = {q: qrels[q] for q in ids}
+        with gzip.open(folder / "corpus.jsonl.gz", "rt", encoding="utf-8") as f:
+            corpus = {o["_id"]: (o.get("title", ""), o["text"]) for o in map(json.loads, f) if o}
     if max_docs and max_docs < len(corpus):
         needed = set().union(*qrels.values()) & corpus.keys()
         others = sorted(corpus.keys() - needed)
@@ -340,18 +356,16 @@ def load_clapnq(folder: Path, per_half: int | None = None, seed: int = 5, exclud
 
     passages: dict[str, tuple[str, str]] = {}
     questions: list[Question] = []
-    for name, answerable in (("clapnq_dev_answerable.jsonl", True), ("clapnq_dev_unanswerable.jsonl", False)):
-        rows = [json.loads(line) for line in (Path(folder) / name).read_text().splitlines() if line.strip()]
-        for row in rows:
-            p = row["passages"][0]
-            passages[f"{row['id']}.txt"] = (p.get("title", ""), p["text"])
-        rows_q = [r for r in rows if r["id"] not in exclude]
-        chosen = random.Random(seed).sample(rows_q, per_half) if per_half and per_half < len(rows_q) else rows_q
-        for row in chosen:
-            answers = [o["answer"] for o in row.get("output", []) if o.get("answer")] if answerable else []
-            questions.append(
-                Question(
-                    f"clapnq-{row['id']}", row["input"], answers, [f"{row['id']}.txt"] if answerable else [], answerable
-                )
-            )
+    with _reading(Path(folder), "ClapNQ"):
+        for name, answerable in (("clapnq_dev_answerable.jsonl", True), ("clapnq_dev_unanswerable.jsonl", False)):
+            rows = [json.loads(line) for line in (Path(folder) / name).read_text().splitlines() if line.strip()]
+            for row in rows:
+                p = row["passages"][0]
+                passages[f"{row['id']}.txt"] = (p.get("title", ""), p["text"])
+            rows_q = [r for r in rows if r["id"] not in exclude]
+            chosen = random.Random(seed).sample(rows_q, per_half) if per_half and per_half < len(rows_q) else rows_q
+            for row in chosen:
+                answers = [o["answer"] for o in row.get("output", []) if o.get("answer")] if answerable else []
+                gold = [f"{row['id']}.txt"] if answerable else []
+                questions.append(Question(f"clapnq-{row['id']}", row["input"], answers, gold, answerable))
     return passages, questions

@@ -81,6 +81,14 @@ def test_source_filter_limits_retrieval_to_one_file(seeded):
     assert {p.chunk.source for p in answer.retrieved} == {"001_67768c06cffa3221.txt"}
 
 
+def test_a_mistyped_source_name_is_an_error_not_a_decline(seeded):
+    from qa.errors import QuestionError
+
+    # before: every passage was filtered out and the answer read "The documents don't say."
+    with pytest.raises(QuestionError, match=r"not an indexed document: 001_67768c06cffa3221\.text"):
+        seeded.ask("What did Gobadi say?", sources=["001_67768c06cffa3221.text"])
+
+
 def test_ask_json_matches_the_documented_schema(seeded):
     env = {"QA_VECTORSTORE": str(seeded.settings.vectorstore), "QA_CORPUS": str(seeded.settings.corpus)}
     result = run_qa("ask", "--json", "Who turned down Albania's offer of asylum?", env=env)

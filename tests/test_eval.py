@@ -72,6 +72,26 @@ def test_malformed_question_files_name_the_line_and_the_problem(tmp_path, conten
     assert result.returncode == 2 and message.strip(":") in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "command, folder, message",
+    [
+        ("eval-clapnq", "nowhere", "nowhere: not a ClapNQ folder: nowhere/clapnq_dev_answerable.jsonl is missing"),
+        ("eval-beir", "nowhere", "nowhere: not a BEIR folder: nowhere/qrels/test.tsv is missing"),
+        ("eval-clapnq", "broken", "broken: not a ClapNQ folder: cannot read it (JSONDecodeError"),
+    ],
+)
+def test_a_benchmark_folder_that_is_not_one_is_a_clear_error(tmp_path, command, folder, message):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "clapnq_dev_answerable.jsonl").write_text("{not json\n")
+    result = run_qa(command, folder, "--vectorstore", str(tmp_path / "index"), cwd=tmp_path)
+    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_an_unknown_question_id_is_an_error_not_an_empty_run(tmp_path):
+    result = run_qa("eval", "--questions", str(QUESTIONS), "--ids", "seed-01", "seed-999", cwd=tmp_path)
+    assert result.returncode != 0 and "no question with id seed-999" in result.stderr, result.stderr
+
+
 def test_unknown_fields_are_ignored(tmp_path):
     path = tmp_path / "q.jsonl"
     path.write_text(
