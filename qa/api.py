@@ -142,7 +142,13 @@ class Assistant:
 
     @cached_property
     def retriever(self) -> Retriever:
-        return Retriever(self.store, self.embedder, self.settings.candidates)
+        s = self.settings
+        reranker = None
+        if s.rerank_model:
+            from qa.embeddings import CrossEncoderReranker
+
+            reranker = CrossEncoderReranker(s.rerank_model, s.threads)
+        return Retriever(self.store, self.embedder, s.candidates, reranker, s.rerank_depth)
 
     def ask(
         self, question: str, history: History | None = None, sources: list[str] | None = None, top_k: int | None = None
@@ -187,7 +193,8 @@ class Assistant:
             standalone = rewrite_question(self.generator, question, history)
             timings["rewrite"] = time.perf_counter() - started
         t = time.perf_counter()
-        passages = self.retriever.search(standalone, top_k or s.top_k, sources=sources)
+        mode = "hybrid+rerank" if s.rerank_model else "hybrid"
+        passages = self.retriever.search(standalone, top_k or s.top_k, mode, sources)
         timings["retrieve"] = time.perf_counter() - t
         best = max((p.dense for p in passages if p.dense is not None), default=0.0)
         judge = getattr(self.generator, "yes_probability", None) if best >= s.min_relevance else None

@@ -97,7 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path, help="BEIR folder with corpus.jsonl.gz, queries.jsonl, qrels/test.tsv")
     p.add_argument("--max-docs", type=int, help="keep the relevant documents plus a seeded sample up to this many")
     p.add_argument("--max-queries", type=int, help="only the first N test queries")
-    p.add_argument("--modes", nargs="+", default=["bm25", "dense", "hybrid"])
+    p.add_argument(
+        "--modes",
+        nargs="+",
+        choices=["bm25", "dense", "hybrid", "hybrid+rerank"],
+        help="retrieval modes to score (default: bm25 dense hybrid, and hybrid+rerank when rerank_model is set)",
+    )
     p.add_argument("--json", type=Path, dest="json_out", metavar="OUT")
     p.add_argument(
         "--floor",
@@ -294,7 +299,8 @@ def cmd_eval_beir(args, assistant) -> int:
     evaluate.write_beir_corpus(corpus, folder)
     report = assistant.ingest(folder, progress=_progress_bar())
     print(f"{len(corpus)} documents, {len(queries)} queries; ingest: {report.summary()}", file=sys.stderr)
-    rows = [evaluate.beir_scores(assistant.retriever, queries, qrels, mode) for mode in args.modes]
+    modes = args.modes or ["bm25", "dense", "hybrid"] + (["hybrid+rerank"] if assistant.settings.rerank_model else [])
+    rows = [evaluate.beir_scores(assistant.retriever, queries, qrels, mode) for mode in modes]
     for row in rows:
         print("  ".join(f"{k}={v}" for k, v in row.items()))
     if args.json_out:

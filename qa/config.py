@@ -46,6 +46,10 @@ class Settings:
     candidates: int = 30  # per retriever, before fusion
     max_question_chars: int = 2000
     min_relevance: float = 0.25  # best dense cosine below this: decline without asking the model
+    # A sentence-transformers CrossEncoder (hub name or folder) that re-scores the best `rerank_depth` fused
+    # passages; empty: no reranking. None installs offline here (MODELS.md), so it is off by default.
+    rerank_model: str = ""
+    rerank_depth: int = 20
     # Decline when the model's P("yes, the sources state the answer") is below this; 0 turns the judge off.
     # Chosen on held-apart ClapNQ data (eval/calibrate_judge.py, eval/results/), not on the seeds questions.
     judge_threshold: float = 0.6
@@ -96,6 +100,7 @@ _BOUNDS = [
     ("candidates", 1, None, True),
     ("max_question_chars", 1, None, True),
     ("min_relevance", -1, 1, True),
+    ("rerank_depth", 1, None, True),
     ("judge_threshold", 0, 1, True),
     ("llm_timeout", 0, None, False),
     ("llm_max_tokens", 1, None, True),

@@ -184,3 +184,33 @@ def get_embedder(
     if key not in _CACHE:
         _CACHE[key] = SentenceTransformerEmbedder(model, batch_size, threads, backend, cache_dir)
     return _CACHE[key]
+
+
+class CrossEncoderReranker:
+    """A sentence-transformers CrossEncoder (hub name or local folder) scoring (question, passage) pairs.
+
+    Optional: no trained cross-encoder installs with its weights from PyPI here (MODELS.md), so `rerank_model`
+    is empty by default; a user with a model hub or a downloaded folder names one in config.
+    """
+
+    def __init__(self, model: str, threads: int = 2):
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        torch.set_num_threads(max(1, threads))
+        path = resolve_model_path(model)
+        if Path(path).is_dir():
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            self._model = CrossEncoder(path, device="cpu")
+        except Exception as exc:  # OSError, ValueError, hub errors: all mean "cannot load this model"
+            raise ConfigError(
+                f"rerank_model '{model}': cannot load it ({type(exc).__name__}: {str(exc)[:200]}). "
+                "Name a sentence-transformers CrossEncoder folder, or a hub model when online."
+            ) from None
+        self.name = model
+
+    def scores(self, query: str, texts: list[str]) -> list[float]:
+        if not texts:
+            return []
+        return [float(x) for x in self._model.predict([(query, t) for t in texts], show_progress_bar=False)]

@@ -1,35 +1,49 @@
-"""Retrieval: dense (Chroma) and keyword (SQLite FTS5 BM25) results fused by reciprocal rank."""
+"""Retrieval: dense (Chroma) and keyword (SQLite FTS5 BM25) results fused by reciprocal rank, optionally
+re-scored by a cross-encoder."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from qa.chunking import Chunk
+from qa.errors import ConfigError
 from qa.generators.base import Generator
 from qa.store import Store
 
-MODES = ("dense", "bm25", "hybrid")
+MODES = ("dense", "bm25", "hybrid", "hybrid+rerank")
 RRF_K = 60  # the constant from Cormack et al. (2009); flattens the difference between top ranks
 
 
 @dataclass
 class Passage:
     chunk: Chunk
-    score: float  # the mode's score: cosine (dense), BM25 (bm25) or fused RRF (hybrid)
+    # the mode's score: cosine (dense), BM25 (bm25), fused RRF (hybrid); for hybrid+rerank the cross-encoder's
+    # score for the best `rerank_depth` passages, which come first, then the rest in fused order
+    score: float
     dense: float | None = None  # cosine similarity to the question, when the dense search saw it
     keyword: float | None = None  # BM25 score, when the keyword search saw it
 
 
 class Retriever:
-    def __init__(self, store: Store, embedder, candidates: int = 30):
+    def __init__(self, store: Store, embedder, candidates: int = 30, reranker=None, rerank_depth: int = 20):
         self.store = store
         self.embedder = embedder
         self.candidates = candidates
+        self.reranker = reranker  # anything with scores(query, texts) -> list[float]; see embeddings.py
+        self.rerank_depth = rerank_depth
 
     def search(self, query: str, k: int, mode: str = "hybrid", sources: list[str] | None = None) -> list[Passage]:
         """The k best passages for `query`, optionally only from the files in `sources`."""
         if mode not in MODES:
             raise ValueError(f"retrieval mode '{mode}': expected one of {', '.join(MODES)}")
+        if mode == "hybrid+rerank":
+            if self.reranker is None:
+                raise ConfigError("retrieval mode 'hybrid+rerank' needs a rerank_model (a CrossEncoder)")
+            fused = self.search(query, max(k, self.rerank_depth), "hybrid", sources)
+            top = fused[: self.rerank_depth]
+            for p, score in zip(top, self.reranker.scores(query, [p.chunk.text for p in top]), strict=True):
+                p.score = score
+            return (sorted(top, key=lambda p: p.score, reverse=True) + fused[self.rerank_depth :])[:k]
         n = max(k, self.candidates)
         dense = []
         if mode in ("dense", "hybrid"):
