@@ -180,7 +180,7 @@ class Assistant:
             raise CorpusError(f"nothing is indexed in {s.vectorstore} yet: run `qa ingest PATH` first")
         if sources:
             # A mistyped name would otherwise filter out every passage and read as "The documents don't say."
-            indexed = {source for source, r in self.store.files().items() if r.state == "done"}
+            indexed = self.store.known_files(sources, state="done")
             unknown = [x for x in sources if x not in indexed]
             if unknown:
                 raise QuestionError(
@@ -193,8 +193,7 @@ class Assistant:
             standalone = rewrite_question(self.generator, question, history)
             timings["rewrite"] = time.perf_counter() - started
         t = time.perf_counter()
-        mode = "hybrid+rerank" if s.rerank_model else "hybrid"
-        passages = self.retriever.search(standalone, top_k or s.top_k, mode, sources)
+        passages = self.retriever.search(standalone, top_k or s.top_k, sources=sources)
         timings["retrieve"] = time.perf_counter() - t
         best = max((p.dense for p in passages if p.dense is not None), default=0.0)
         judge = getattr(self.generator, "yes_probability", None) if best >= s.min_relevance else None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from qa.config import Settings, load_settings
 from qa.errors import QAError
+from qa.retrieve import MODES
 
 _HELP = {
     "corpus": "folder of documents (default seeds)",
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--modes",
         nargs="+",
-        choices=["bm25", "dense", "hybrid", "hybrid+rerank"],
+        choices=MODES,
         help="retrieval modes to score (default: bm25 dense hybrid, and hybrid+rerank when rerank_model is set)",
     )
     p.add_argument("--json", type=Path, dest="json_out", metavar="OUT")
@@ -299,7 +300,7 @@ def cmd_eval_beir(args, assistant) -> int:
     evaluate.write_beir_corpus(corpus, folder)
     report = assistant.ingest(folder, progress=_progress_bar())
     print(f"{len(corpus)} documents, {len(queries)} queries; ingest: {report.summary()}", file=sys.stderr)
-    modes = args.modes or ["bm25", "dense", "hybrid"] + (["hybrid+rerank"] if assistant.settings.rerank_model else [])
+    modes = args.modes or [m for m in MODES if m != "hybrid+rerank" or assistant.retriever.reranker]
     rows = [evaluate.beir_scores(assistant.retriever, queries, qrels, mode) for mode in modes]
     for row in rows:
         print("  ".join(f"{k}={v}" for k, v in row.items()))

@@ -10,7 +10,7 @@ from qa.errors import ConfigError
 from qa.generators.base import Generator
 from qa.store import Store
 
-MODES = ("dense", "bm25", "hybrid", "hybrid+rerank")
+MODES = ("bm25", "dense", "hybrid", "hybrid+rerank")
 RRF_K = 60  # the constant from Cormack et al. (2009); flattens the difference between top ranks
 
 
@@ -32,8 +32,14 @@ class Retriever:
         self.reranker = reranker  # anything with scores(query, texts) -> list[float]; see embeddings.py
         self.rerank_depth = rerank_depth
 
-    def search(self, query: str, k: int, mode: str = "hybrid", sources: list[str] | None = None) -> list[Passage]:
-        """The k best passages for `query`, optionally only from the files in `sources`."""
+    @property
+    def default_mode(self) -> str:
+        return "hybrid+rerank" if self.reranker else "hybrid"
+
+    def search(self, query: str, k: int, mode: str | None = None, sources: list[str] | None = None) -> list[Passage]:
+        """The k best passages for `query`, optionally only from the files in `sources`. The default mode is
+        hybrid, reranked when a reranker is configured."""
+        mode = mode or self.default_mode
         if mode not in MODES:
             raise ValueError(f"retrieval mode '{mode}': expected one of {', '.join(MODES)}")
         if mode == "hybrid+rerank":

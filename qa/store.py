@@ -236,6 +236,13 @@ class Store:
         rows = self.db.execute("SELECT source, hash, size, mtime_ns, n_chunks, state FROM files")
         return {r[0]: FileRecord(*r) for r in rows}
 
+    def known_files(self, sources: list[str], state: str | None = None) -> set[str]:
+        """Which of `sources` the manifest holds (in `state`, when given): a key lookup, not a manifest scan."""
+        marks = ",".join("?" * len(sources))
+        where = f"source IN ({marks})" + (" AND state=?" if state else "")
+        rows = self.db.execute(f"SELECT source FROM files WHERE {where}", [*sources, *([state] if state else [])])
+        return {r[0] for r in rows}
+
     def touch(self, source: str, size: int, mtime_ns: int) -> None:
         """Record a new mtime for a file whose content did not change (so the next run skips reading it)."""
         with self.db:
@@ -251,9 +258,7 @@ class Store:
         if not files:
             return
         # Only this group's rows: a scan of the whole manifest per group grows with the corpus times the groups.
-        sources = [f.source for f in files]
-        marks = ",".join("?" * len(sources))
-        known = {r[0] for r in self.db.execute(f"SELECT source FROM files WHERE source IN ({marks})", sources)}
+        known = self.known_files([f.source for f in files])
         with self.db:
             self.db.executemany(
                 "INSERT INTO files(source, hash, size, mtime_ns, n_chunks, state, indexed_at) "
