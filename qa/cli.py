@@ -9,6 +9,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+from qa import bench
 from qa.config import Settings, load_settings
 from qa.errors import QAError
 from qa.retrieve import MODES
@@ -40,18 +41,6 @@ def _settings_parent() -> argparse.ArgumentParser:
             help=_HELP.get(f.name, f"(env QA_{f.name.upper()})"),
         )
     return parent
-
-
-def _bench_module():
-    import importlib.util
-
-    path = Path(__file__).resolve().parent.parent / "eval" / "bench.py"
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("qa_eval_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,10 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, dest="json_out", metavar="OUT")
     p.add_argument("--floor", action="append", default=[], metavar="METRIC=VALUE", help="as for `qa eval`")
 
-    bench = _bench_module()
-    if bench:  # the harness lives in eval/ of a source checkout, beside the data it measures
-        p = sub.add_parser("bench", parents=[parent], help="speed/memory benchmark vs the LangChain recipe")
-        bench.add_arguments(p)
+    p = sub.add_parser("bench", parents=[parent], help="speed/memory benchmark vs the LangChain recipe")
+    bench.add_arguments(p)
 
     p = sub.add_parser("ui", parents=[parent], help="start the web chat")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
@@ -343,7 +330,7 @@ def cmd_eval_clapnq(args, assistant) -> int:
 
 
 def cmd_bench(args, assistant) -> int:
-    return _bench_module().run(args, assistant.settings)
+    return bench.run(args, assistant.settings)
 
 
 def cmd_ui(args, assistant) -> int:

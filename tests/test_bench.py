@@ -7,9 +7,12 @@ about what the harness reports and what our ingest did, which do not depend on t
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
+from qa import bench
+from qa.errors import QAError
 from tests.conftest import ROOT, run_qa
 
 SCIFACT = ROOT.parent / "shared" / "bench" / "scifact"
@@ -50,3 +53,13 @@ def test_a_tiny_benchmark_compares_with_the_langchain_recipe(tmp_path):
     assert scale[0]["reused"] == 0 and scale[1]["reused"] > 0 and scale[1]["chunks"] >= 400
     assert (out / "scaling.png").stat().st_size > 5000 and (out / "ingest.png").stat().st_size > 5000
     assert "## ingest" in result.stdout and "speedup_vs_baseline" in result.stdout
+
+
+def test_a_missing_dev_extra_is_an_error_that_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "langchain_chroma", None)  # as if not installed
+    with pytest.raises(QAError, match="qa bench needs langchain-chroma .*pip install langchain-chroma"):
+        bench.dev_import("langchain_chroma")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(QAError, match=r"qa bench needs matplotlib: pip install matplotlib \(or pip install -e"):
+        bench.check_extras(["scale", "memory"])
+    bench.check_extras(["query", "memory"])  # these sections need no extra

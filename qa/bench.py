@@ -1,4 +1,5 @@
-"""`qa bench`: speed and memory, side by side with the pipeline a user would otherwise build.
+"""`qa bench` (or `python -m qa.bench`): speed and memory, side by side with the pipeline a user would otherwise
+build.
 
 The baseline is the common LangChain recipe on the same machine, in the same run, with the same embedding
 model: RecursiveCharacterTextSplitter(1000, 200) + HuggingFaceEmbeddings + Chroma.from_documents persisted to
@@ -13,11 +14,15 @@ Sections (all by default; pick with --only):
            default local model (time to first token, total)
   scale    index sizes (default 1k, 10k, 100k chunks): ingest time and hybrid/dense query latency by size
   memory   peak RSS of `qa ingest`, `qa ask` and the UI process (each a separate process, read from /proc)
+
+It measures the seeds and questions of a source checkout. The baseline and the plots need the dev extras
+(langchain-huggingface, langchain-chroma, matplotlib: `pip install -e '.[dev]'`); they are imported only here.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -30,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
+
+from qa.errors import QAError
 
 ROOT = Path(__file__).resolve().parent.parent
 SCIFACT = ROOT.parent / "shared" / "bench" / "scifact"
@@ -57,6 +64,40 @@ def machine() -> dict:
     return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(), "python": platform.python_version()}
 
 
+# The benchmark's own dependencies (module: the pip package that brings it); none of them is needed to run qa.
+DEV_EXTRAS = {
+    "langchain_huggingface": "langchain-huggingface",
+    "langchain_chroma": "langchain-chroma",
+    "matplotlib": "matplotlib",
+}
+NEEDS = {"ingest": ["langchain_huggingface", "langchain_chroma", "matplotlib"], "scale": ["matplotlib"]}
+
+
+def dev_import(module: str):
+    """Import one of DEV_EXTRAS, or raise a QAError saying which `pip install` brings it."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        package = DEV_EXTRAS[module]
+        raise QAError(
+            f"qa bench needs {package} ({exc}): pip install {package} (or pip install -e '.[dev]' in a checkout)"
+        ) from None
+
+
+def check_extras(sections: list[str]) -> None:
+    """Fail before any work when a section's extras are missing, naming every one and the pip install."""
+    missing = []
+    for module in dict.fromkeys(m for section in sections for m in NEEDS.get(section, [])):
+        try:
+            dev_import(module)
+        except QAError:
+            missing.append(DEV_EXTRAS[module])
+    if missing:
+        raise QAError(
+            f"qa bench needs {', '.join(missing)}: pip install {' '.join(missing)} (or pip install -e '.[dev]')"
+        )
+
+
 # ---- the two pipelines ------------------------------------------------------------------------------------
 
 
@@ -75,16 +116,16 @@ class Baseline:
 
     def __init__(self, model_path: str, threads: int):
         import torch
-        from langchain_huggingface import HuggingFaceEmbeddings
 
+        HuggingFaceEmbeddings = dev_import("langchain_huggingface").HuggingFaceEmbeddings
         torch.set_num_threads(threads)
         self.embeddings = HuggingFaceEmbeddings(model_name=model_path, model_kwargs={"device": "cpu"})
 
     def ingest(self, corpus: Path, index: Path):
-        from langchain_chroma import Chroma
         from langchain_core.documents import Document
         from langchain_text_splitters import RecursiveCharacterTextSplitter
 
+        Chroma = dev_import("langchain_chroma").Chroma
         started = time.perf_counter()
         docs = [
             Document(page_content=p.read_text(encoding="utf-8", errors="replace"), metadata={"source": p.name})
@@ -420,13 +461,15 @@ def bench_memory(settings, args, work: Path, log) -> dict:
 
 
 def write_plots(result: dict, out: Path) -> list[str]:
-    import matplotlib
-
+    scale = result.get("scale", {}).get("rows", [])
+    ingest = [r for r in result.get("ingest", {}).get("rows", []) if "kind" not in r]
+    if not scale and not ingest:
+        return []
+    matplotlib = dev_import("matplotlib")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []
-    scale = result.get("scale", {}).get("rows", [])
     if scale:
         x = [r["chunks"] for r in scale]
         fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
@@ -444,7 +487,6 @@ def write_plots(result: dict, out: Path) -> list[str]:
         fig.savefig(out / "scaling.png", dpi=110)
         plt.close(fig)
         written.append("scaling.png")
-    ingest = [r for r in result.get("ingest", {}).get("rows", []) if "kind" not in r]
     if ingest:
         corpora = sorted({r["corpus"] for r in ingest})
         systems = list(dict.fromkeys(r["system"] for r in ingest))
@@ -495,6 +537,9 @@ def run(args: argparse.Namespace, settings) -> int:
     if not (args.scifact / "corpus.jsonl.gz").exists():
         print(f"error: --scifact {args.scifact}: no corpus.jsonl.gz there", file=sys.stderr)
         return 2
+    if set(args.only) & {"ingest", "query", "memory"} and not (ROOT / "seeds").is_dir():
+        raise QAError(f"qa bench measures the seeds of a source checkout: {ROOT / 'seeds'} is not there")
+    check_extras(args.only)
     args.out.mkdir(parents=True, exist_ok=True)
     result: dict = {
         "machine": machine(),
@@ -525,9 +570,22 @@ def run(args: argparse.Namespace, settings) -> int:
 
 SECTIONS = {"ingest": bench_ingest, "query": bench_query, "scale": bench_scale, "memory": bench_memory}
 
-if __name__ == "__main__":
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m qa.bench`: the same as `qa bench`, with the settings from qa.toml and QA_* only."""
     from qa.config import load_settings
 
-    parser = argparse.ArgumentParser(prog="bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m qa.bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     add_arguments(parser)
-    sys.exit(run(parser.parse_args(), load_settings()))
+    args = parser.parse_args(argv)
+    try:
+        return run(args, load_settings())
+    except QAError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
