@@ -30,9 +30,15 @@ class Assistant:
     >>> qa.ask("Who offered asylum?").text
     """
 
-    def __init__(self, settings: Settings | None = None, **overrides: Any):
+    def __init__(self, settings: Settings | None = None, *, generator=None, embedder=None, **overrides: Any):
+        """`generator` and `embedder` replace the configured models (any object with their interface, e.g. the
+        scripted fakes of the fast tests); by default they load from the settings on first use."""
         base = settings or load_settings()
         self.settings = base.replace(**{k: v for k, v in overrides.items() if v is not None}) if overrides else base
+        if generator is not None:
+            self.generator = generator  # fills the cached_property below
+        if embedder is not None:
+            self.embedder = embedder
 
     # Heavy parts load on first use and once per process.
     @cached_property

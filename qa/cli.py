@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", parents=[parent], help="speed/memory benchmark vs the LangChain recipe")
     bench.add_arguments(p)
 
+    p = sub.add_parser("doctor", parents=[parent], help="can this machine run qa? (each check ok, warn or fail)")
+    p.add_argument("--json", action="store_true", help="print the checks as one JSON object")
+    p.add_argument("--no-probe", action="store_true", help="skip the one-token test of the local model")
+
     p = sub.add_parser("ui", parents=[parent], help="start the web chat")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860)
@@ -333,6 +337,17 @@ def cmd_bench(args, assistant) -> int:
     return bench.run(args, assistant.settings)
 
 
+def cmd_doctor(args, assistant) -> int:
+    from qa import doctor
+
+    checks = doctor.run(assistant.settings, probe=not args.no_probe)
+    if args.json:
+        print(json.dumps(doctor.to_dict(checks), indent=2))
+    else:
+        print(doctor.format_lines(checks))
+    return 0 if doctor.to_dict(checks)["ok"] else 1
+
+
 def cmd_ui(args, assistant) -> int:
     from qa.ui import launch
 
@@ -349,6 +364,7 @@ COMMANDS = {
     "eval-beir": cmd_eval_beir,
     "eval-clapnq": cmd_eval_clapnq,
     "ui": cmd_ui,
+    "doctor": cmd_doctor,
     "bench": cmd_bench,
 }
 

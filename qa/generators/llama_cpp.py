@@ -16,6 +16,7 @@ from pathlib import Path
 
 from qa.config import Settings
 from qa.errors import ConfigError, GeneratorError
+from qa.generators import native
 from qa.generators.base import Message
 
 
@@ -111,14 +112,22 @@ class LlamaCppGenerator:
         except ImportError:
             raise ConfigError("llm 'local' needs llama-cpp-python: pip install 'llama-cpp-python'") from None
         where = resolve_gguf(settings.llm_model, settings.cache_dir)
+        # Native code that cannot run here must be one clear line, never "Illegal instruction" (native.py).
+        cpu = native.current_plan()
+        if not cpu.ok:
+            raise GeneratorError(cpu.problem())
+        if isinstance(where, Path):
+            native.probe(where, cpu.use_extra_bufts, settings.cache_dir)
         common = dict(n_ctx=settings.llm_ctx, n_threads=settings.threads, n_batch=512, seed=0, verbose=False)
         try:
-            if isinstance(where, tuple):
-                self.llm = Llama.from_pretrained(repo_id=where[0], filename=where[1], **common)
-            else:
-                self.llm = Llama(model_path=str(where), **common)
+            with native.model_params(cpu.use_extra_bufts):
+                if isinstance(where, tuple):
+                    self.llm = Llama.from_pretrained(repo_id=where[0], filename=where[1], **common)
+                else:
+                    self.llm = Llama(model_path=str(where), **common)
         except Exception as exc:  # llama.cpp reports a bad file as ValueError/RuntimeError
             raise GeneratorError(f"cannot load model '{settings.llm_model}': {str(exc)[:200]}") from None
+        self.cpu = cpu
         self.name = f"local:{settings.llm_model}"
         self.n_ctx = settings.llm_ctx
         # One llama.cpp context cannot serve two requests at once; callers queue here.

@@ -1,0 +1,230 @@
+"""Can llama.cpp's native code run on this CPU? The decision, and a probe that finds out without dying.
+
+llama-cpp-python compiles llama.cpp when it is installed. A build made with `-march=native` on one machine
+uses instructions another machine lacks (AVX-512 on an AVX2-only AMD EPYC), and on an Intel Xeon with AMX it
+puts the weights in llama.cpp's AMX buffer, whose first tile instruction kills the process with SIGILL in the
+virtual machines we run on (../shared/FACTS.md). The Makefile therefore builds for AVX2 with AVX-512 and AMX
+off, which runs on every machine we have seen. This module covers the rest: a user's own build of
+llama-cpp-python, or a wheel copied from another machine.
+
+- `plan()` compares the features llama.cpp was built for (its system info) with the CPU's flags
+  (/proc/cpuinfo): an instruction set the CPU lacks is a clear error before anything runs; an AMX build loads
+  the model without extra buffer types (`use_extra_bufts = False`), which keeps it off the AMX path.
+- `probe()` evaluates one token of the model in a child process once per (library, model, CPU), so the first
+  question cannot die with "Illegal instruction": the child does, and the user gets one line saying why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qa.errors import GeneratorError
+
+# llama.cpp's name for a feature it was built with -> the /proc/cpuinfo flag the CPU must list for it
+BUILD_TO_CPU_FLAG = {
+    "SSE3": "pni",
+    "SSSE3": "ssse3",
+    "AVX": "avx",
+    "AVX_VNNI": "avx_vnni",
+    "AVX2": "avx2",
+    "F16C": "f16c",
+    "FMA": "fma",
+    "BMI2": "bmi2",
+    "AVX512": "avx512f",
+    "AVX512_VBMI": "avx512vbmi",
+    "AVX512_VNNI": "avx512_vnni",
+    "AVX512_BF16": "avx512_bf16",
+    "AMX_INT8": "amx_int8",
+}
+
+REBUILD_HINT = (
+    "rebuild llama-cpp-python for this machine: `rm -rf ~/.cache/qa/wheels .venv && make install` "
+    "(the Makefile builds a portable AVX2 wheel)"
+)
+
+
+@dataclass
+class CpuPlan:
+    """How llama.cpp will be run here, and whether it can be."""
+
+    built: list[str]  # instruction sets llama.cpp was compiled for
+    cpu: list[str]  # the relevant flags this CPU lists
+    missing: list[str] = field(default_factory=list)  # built for, but the CPU lacks them: it cannot run
+    use_extra_bufts: bool = True  # False keeps the weights out of the AMX buffer (and off weight repacking)
+    buffer_types: list[str] = field(default_factory=list)  # where the weights will live, best first
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing
+
+    def problem(self) -> str:
+        return (
+            f"llama.cpp was built for {', '.join(self.missing)}, which this CPU lacks, so the local model "
+            f"would die with 'Illegal instruction': {REBUILD_HINT}"
+        )
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def built_features(system_info: str) -> set[str]:
+    """The features in llama.cpp's system info line ("CPU : SSE3 = 1 | AVX2 = 1 | ... | REPACK = 1 |")."""
+    found = set()
+    for item in system_info.split("|"):
+        name, _, value = item.rpartition(":")[2].partition("=")
+        if value.strip() == "1":
+            found.add(name.strip())
+    return found
+
+
+def plan(system_info: str, flags: set[str]) -> CpuPlan:
+    """Decide how to run a llama.cpp build (its system info) on a CPU (its /proc/cpuinfo flags).
+
+    Where /proc/cpuinfo is unreadable (flags empty) nothing is reported missing: the probe still guards.
+    """
+    built = built_features(system_info)
+    isa = sorted(f for f in built if f in BUILD_TO_CPU_FLAG)
+    missing = [f for f in isa if flags and BUILD_TO_CPU_FLAG[f] not in flags]
+    # An AMX build moves the weights into the AMX buffer, and the first tile instruction traps (FACTS.md).
+    # Without extra buffer types the same build runs the AVX-512 kernels instead: slower prompt evaluation,
+    # but answers. A build without AMX (the Makefile's) keeps repacking, which is where AVX2 speed comes from.
+    amx = "AMX_INT8" in built
+    use_extra = not amx
+    buffers = []
+    if use_extra and "REPACK" in built:
+        buffers.append("CPU_REPACK")
+    buffers.append("CPU")
+    relevant = sorted(BUILD_TO_CPU_FLAG[f] for f in BUILD_TO_CPU_FLAG if BUILD_TO_CPU_FLAG[f] in flags)
+    return CpuPlan(built=isa, cpu=relevant, missing=missing, use_extra_bufts=use_extra, buffer_types=buffers)
+
+
+def system_info() -> str:
+    """llama.cpp's own report of what it was built with. Loading the library runs no model code."""
+    import llama_cpp
+
+    return llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+
+
+def current_plan() -> CpuPlan:
+    return plan(system_info(), cpu_flags())
+
+
+_params_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def model_params(use_extra_bufts: bool):
+    """Make `Llama()` load its model with `use_extra_bufts` as given.
+
+    llama-cpp-python 0.3.36 does not expose the field, but builds its parameters from
+    `llama_cpp.llama_model_default_params()` inside `Llama.__init__`; for the duration of one load that function
+    returns parameters with the field set.
+    """
+    import llama_cpp.llama_cpp as lib
+
+    if use_extra_bufts:
+        yield
+        return
+    with _params_lock:
+        original = lib.llama_model_default_params
+
+        def defaults():
+            params = original()
+            params.use_extra_bufts = False
+            return params
+
+        lib.llama_model_default_params = defaults
+        try:
+            yield
+        finally:
+            lib.llama_model_default_params = original
+
+
+# ---- the probe ---------------------------------------------------------------------------------------------
+
+# The child imports llama_cpp alone (not qa, whose imports take seconds) and loads the model as qa does.
+_PROBE = """
+import sys
+import llama_cpp.llama_cpp as lib
+from llama_cpp import Llama
+original = lib.llama_model_default_params
+def defaults():
+    params = original()
+    params.use_extra_bufts = sys.argv[2] == "1"
+    return params
+lib.llama_model_default_params = defaults
+llm = Llama(model_path=sys.argv[1], n_ctx=64, n_threads=1, n_batch=8, verbose=False)
+llm.eval(llm.tokenize(b"The answer is", add_bos=True))
+print("ok")
+"""
+
+
+def probe_key(model_path: Path, use_extra_bufts: bool) -> str:
+    """What a probe result depends on: the native library file, the model file, the CPU and the load setting."""
+    import llama_cpp
+
+    lib = Path(llama_cpp.__file__).parent / "lib"
+    libs = sorted(lib.glob("*.so*")) + sorted(lib.glob("*.dylib")) + sorted(lib.glob("*.dll"))
+    parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in libs]
+    st = model_path.stat()
+    parts += [f"{model_path.resolve()}:{st.st_size}:{st.st_mtime_ns}", " ".join(sorted(cpu_flags()))]
+    parts.append(f"extra_bufts={use_extra_bufts}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
+
+
+def run_probe(command: list[str], timeout: float = 180) -> str | None:
+    """Run a probe command; None when it printed "ok", else one line saying what went wrong."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"the local model did not evaluate one token within {timeout:g}s"
+    if done.returncode == 0 and done.stdout.strip().endswith("ok"):
+        return None
+    if done.returncode in (-signal.SIGILL, 128 + signal.SIGILL):
+        return (
+            "the local model's native code uses an instruction this CPU cannot run (the probe died with "
+            f"SIGILL, 'Illegal instruction'): {REBUILD_HINT}"
+        )
+    if done.returncode < 0:
+        return f"the local model's probe was killed by signal {signal.Signals(-done.returncode).name}"
+    tail = (done.stderr.strip().splitlines() or ["no output"])[-1][:200]
+    return f"the local model failed its one-token probe (exit {done.returncode}): {tail}"
+
+
+def probe(model_path: Path, use_extra_bufts: bool, cache_dir: Path, force: bool = False) -> None:
+    """Evaluate one token in a child process, once per library/model/CPU; raise GeneratorError if it dies.
+
+    The answer is remembered in cache_dir/probes/, so only the first load on a machine pays for it (a few
+    seconds: the model is memory-mapped, and the child reads one token).
+    """
+    stamp = Path(cache_dir) / "probes" / f"{probe_key(model_path, use_extra_bufts)}.json"
+    if not force and stamp.is_file():
+        result = json.loads(stamp.read_text())
+        if result.get("ok"):
+            return
+    problem = run_probe([sys.executable, "-c", _PROBE, str(model_path), "1" if use_extra_bufts else "0"])
+    with contextlib.suppress(OSError):  # a read-only cache only means the probe runs again next time
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps({"ok": problem is None, "problem": problem, "pid": os.getpid()}))
+    if problem:
+        raise GeneratorError(problem)
