@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import sys
 
+from calibrate_prompt import passages_for, sample  # beside this file: Python puts a script's folder on the path
+
 from qa.answer import JUDGE_INSTRUCTION, build_messages, check_answer
 from qa.api import Assistant
-
-sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from calibrate_prompt import passages_for, sample  # noqa: E402
 
 
 def main(n: int) -> None:

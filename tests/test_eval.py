@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from qa import breakdown
 from qa.evaluate import QuestionFileError, contains_answer, load_questions, normalize, token_f1
 from tests.conftest import ROOT, run_qa
 
@@ -201,9 +202,9 @@ def test_clapnq_subset_answers_and_declines_within_its_floors(tmp_path):
     assert not {i["id"].removeprefix("clapnq-") for i in data["items"]} & set(calibration)
     assert "passages" in result.stderr and "600 passages" in result.stderr
 
-    # eval/breakdown.py explains the run: every question is answered or declined by exactly one stage
+    # qa.breakdown explains the run: every question is answered or declined by exactly one stage
     shown = subprocess.run(
-        [sys.executable, str(ROOT / "eval" / "breakdown.py"), str(out)], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "qa.breakdown", str(out)], capture_output=True, text=True, check=True
     ).stdout
     for half, line in zip(("answerable", "unanswerable"), shown.splitlines(), strict=False):
         counts = dict(re.findall(r"(answered|gate|judge|checks) (\d+)", line))
@@ -211,3 +212,36 @@ def test_clapnq_subset_answers_and_declines_within_its_floors(tmp_path):
         declined = sum(i["abstained"] for i in data["items"] if i["expected"]["answerable"] == (half == "answerable"))
         assert int(counts["answered"]) == 3 - declined, shown
     assert "judge AUROC" in shown
+
+
+# ---- ClapNQ calibration ids, floors and the breakdown, without a model -------------------------------------
+
+
+def _item(answerable: bool, abstained: bool, cited: list[str], judge=None, generated=True) -> dict:
+    return {
+        "abstained": abstained,
+        "citations": [{"source": s} for s in cited],
+        "expected": {"answerable": answerable, "sources": ["gold.txt"] if answerable else []},
+        "timings": {"generate": 1.0} if generated else {},
+        "judge": judge,
+    }
+
+
+def test_breakdown_counts_each_decline_by_the_stage_that_made_it(tmp_path, capsys):
+    items = [
+        _item(True, False, ["gold.txt"], judge=0.9),
+        _item(True, True, [], judge=0.4, generated=False),  # the judge
+        _item(False, True, [], judge=0.8),  # a draft, then the checks
+        _item(False, True, [], judge=None, generated=False),  # the relevance gate
+    ]
+    result = breakdown.breakdown(items, 0.6)
+    assert result["answerable"]["answered"] == 1 and result["answerable"]["declined by the judge"] == 1
+    assert result["unanswerable"]["declined by the checks"] == 1
+    assert result["unanswerable"]["declined by the gate"] == 1
+    assert result["judge_auroc"] == 0.5
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps({"items": items}))
+    assert breakdown.main([str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[0].startswith("answerable: questions 2, answered 1")
+    (tmp_path / "bad.json").write_text("{}")
+    assert breakdown.main([str(tmp_path / "bad.json")]) == 2

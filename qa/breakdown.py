@@ -1,6 +1,6 @@
 """Where answers and declines come from, in a `qa eval` / `qa eval-clapnq` result file.
 
-    python eval/breakdown.py eval/results/clapnq-full.json [--threshold 0.6]
+    python -m qa.breakdown eval/results/clapnq-full.json [--threshold 0.6]
 
 For each half (answerable, unanswerable) it counts the questions answered and the declines by the stage that
 made them: the relevance gate (no passage close enough; the model never ran), the judge (the model's P(yes)
@@ -58,7 +58,7 @@ def breakdown(items: list[dict], threshold: float) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m qa.breakdown", description=__doc__.split("\n\n")[0])
     ap.add_argument("result", type=Path, help="a JSON file written by qa eval --json or qa eval-clapnq --json")
     ap.add_argument("--threshold", type=float, default=0.6, help="the judge threshold the run used (default 0.6)")
     args = ap.parse_args(argv)
