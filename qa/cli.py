@@ -286,47 +286,41 @@ def _bench_corpus(assistant) -> Path:
 def cmd_eval_beir(args, assistant) -> int:
     from qa import evaluate
 
-    corpus, queries, qrels = evaluate.load_beir(args.folder, args.max_docs, args.max_queries)
-    folder = _bench_corpus(assistant)
-    evaluate.write_beir_corpus(corpus, folder)
-    report = assistant.ingest(folder, progress=_progress_bar())
-    print(f"{len(corpus)} documents, {len(queries)} queries; ingest: {report.summary()}", file=sys.stderr)
-    modes = args.modes or [m for m in MODES if m != "hybrid+rerank" or assistant.retriever.reranker]
-    rows = [evaluate.beir_scores(assistant.retriever, queries, qrels, mode) for mode in modes]
-    for row in rows:
+    floors = _floors(args.floor)
+    result = evaluate.run_beir(
+        assistant,
+        args.folder,
+        _bench_corpus(assistant),
+        args.max_docs,
+        args.max_queries,
+        args.modes,
+        ingest_progress=_progress_bar(),
+        log=lambda line: print(line, file=sys.stderr),
+    )
+    for row in result["modes"]:
         print("  ".join(f"{k}={v}" for k, v in row.items()))
     if args.json_out:
-        _write_json(args.json_out, {"documents": len(corpus), "ingest": report.to_dict(), "modes": rows})
-    misses = []
-    for mode, floor in _floors(args.floor).items():
-        got = next((r["ndcg@10"] for r in rows if r["mode"] == mode), None)
-        if got is not None and got < floor:
-            misses.append(f"{mode} nDCG@10 = {got} (below floor {floor})")
-    return _report_misses(misses)
+        _write_json(args.json_out, result)
+    return _report_misses(evaluate.beir_floor_misses(result["modes"], floors))
 
 
 def cmd_eval_clapnq(args, assistant) -> int:
     from qa import evaluate
 
-    calibration = Path(__file__).resolve().parent.parent / "eval" / "clapnq_calibration_ids.txt"
-    exclude = set()
-    if calibration.exists():
-        exclude = {x.strip() for x in calibration.read_text().splitlines() if x.strip() and not x.startswith("#")}
     floors = _floors(args.floor)
-    passages, questions = evaluate.load_clapnq(args.folder, args.per_half, exclude=exclude)
-    folder = _bench_corpus(assistant)
-    evaluate.write_beir_corpus({name.removesuffix(".txt"): tp for name, tp in passages.items()}, folder)
-    report = assistant.ingest(folder, progress=_progress_bar())
-    print(f"{len(passages)} passages, {len(questions)} questions; ingest: {report.summary()}", file=sys.stderr)
 
     def progress(n, total, item):
         print(f"[{n}/{total}] {'declined' if item['abstained'] else 'answered'} {item['id']}", file=sys.stderr)
 
-    result = evaluate.run_eval(assistant, questions, folder, progress)
-    items = [i for i in result["items"] if i["expected"]["answerable"] and not i["abstained"]]
-    gold_cited = sum(any(c["source"] in i["expected"]["sources"] for c in i["citations"]) for i in items)
-    result["summary"]["gold_passage_cited"] = round(gold_cited / len(items), 4) if items else None
-    del result["summary"]["answer_accuracy"]  # ClapNQ's gold answers are long sentences: F1 is the measure
+    result = evaluate.run_clapnq(
+        assistant,
+        args.folder,
+        _bench_corpus(assistant),
+        args.per_half,
+        ingest_progress=_progress_bar(),
+        progress=progress,
+        log=lambda line: print(line, file=sys.stderr),
+    )
     print(evaluate.format_table(result["summary"]))
     if args.json_out:
         _write_json(args.json_out, result)

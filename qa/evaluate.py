@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from qa.documents import load_document
@@ -345,7 +347,97 @@ def beir_scores(retriever, queries: dict[str, str], qrels: dict[str, set[str]], 
     }
 
 
+def beir_floor_misses(rows: list[dict], floors: dict[str, float]) -> list[str]:
+    """The modes whose nDCG@10 is below their floor (a mode that was not run is not a miss)."""
+    misses = []
+    for mode, floor in floors.items():
+        got = next((r["ndcg@10"] for r in rows if r["mode"] == mode), None)
+        if got is not None and got < floor:
+            misses.append(f"{mode} nDCG@10 = {got} (below floor {floor})")
+    return misses
+
+
+def run_beir(
+    assistant,
+    folder: Path,
+    corpus: Path,
+    max_docs: int | None = None,
+    max_queries: int | None = None,
+    modes: list[str] | None = None,
+    ingest_progress: Callable[[int, int, str], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Ingest a BEIR test split (as files in `corpus`) through `assistant` and score each retrieval mode.
+
+    Returns {"documents", "ingest", "modes": [beir_scores row per mode]}. Without `modes`: bm25, dense and
+    hybrid, and hybrid+rerank when the assistant has a reranker."""
+    from qa.retrieve import MODES
+
+    documents, queries, qrels = load_beir(folder, max_docs, max_queries)
+    write_beir_corpus(documents, corpus)
+    report = assistant.ingest(corpus, progress=ingest_progress)
+    if log:
+        log(f"{len(documents)} documents, {len(queries)} queries; ingest: {report.summary()}")
+    modes = modes or [m for m in MODES if m != "hybrid+rerank" or assistant.retriever.reranker]
+    rows = [beir_scores(assistant.retriever, queries, qrels, mode) for mode in modes]
+    return {"documents": len(documents), "ingest": report.to_dict(), "modes": rows}
+
+
 # ---- ClapNQ (answering and declining, end to end) ------------------------------------------------------
+
+
+CALIBRATION_IDS = "clapnq_calibration_ids.txt"
+
+
+def clapnq_calibration_ids(source: Traversable | Path | None = None) -> set[str]:
+    """The ClapNQ question ids used to choose the prompt and the judge threshold, which `run_clapnq` never asks.
+
+    They ship with the package (qa/data/); a missing or empty list is an error, since without it the
+    calibration questions would silently be scored."""
+    source = source if source is not None else resources.files("qa") / "data" / CALIBRATION_IDS
+    try:
+        lines = source.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise BenchmarkError(
+            f"{source} is missing: the ClapNQ calibration question ids ship with the package (qa/data/), "
+            "and without them the calibration questions would be scored"
+        ) from None
+    ids = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+    if not ids:
+        raise BenchmarkError(f"{source}: no ClapNQ calibration question ids in the file")
+    return ids
+
+
+def gold_passage_cited(items: list[dict]) -> float | None:
+    """Among answerable questions that were answered: the share whose citations include a gold passage."""
+    answered = [i for i in items if i["expected"]["answerable"] and not i["abstained"]]
+    cited = sum(any(c["source"] in i["expected"]["sources"] for c in i["citations"]) for i in answered)
+    return round(cited / len(answered), 4) if answered else None
+
+
+def run_clapnq(
+    assistant,
+    folder: Path,
+    corpus: Path,
+    per_half: int | None = None,
+    ingest_progress: Callable[[int, int, str], None] | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """ClapNQ dev end to end: every passage written to `corpus` and ingested through `assistant`, then
+    `per_half` seeded answerable + unanswerable questions (all without it; never the calibration ones) asked.
+
+    Returns {"summary", "items"} as run_eval does, with gold_passage_cited added and answer_accuracy dropped
+    (ClapNQ's gold answers are long sentences: token F1 is the measure)."""
+    passages, questions = load_clapnq(folder, per_half, exclude=clapnq_calibration_ids())
+    write_beir_corpus({name.removesuffix(".txt"): tp for name, tp in passages.items()}, corpus)
+    report = assistant.ingest(corpus, progress=ingest_progress)
+    if log:
+        log(f"{len(passages)} passages, {len(questions)} questions; ingest: {report.summary()}")
+    result = run_eval(assistant, questions, corpus, progress)
+    result["summary"]["gold_passage_cited"] = gold_passage_cited(result["items"])
+    del result["summary"]["answer_accuracy"]
+    return result
 
 
 def load_clapnq(folder: Path, per_half: int | None = None, seed: int = 5, exclude: set[str] = frozenset()):

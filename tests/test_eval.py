@@ -6,10 +6,11 @@ import json
 import re
 import subprocess
 import sys
+import zipfile
 
 import pytest
 
-from qa import breakdown
+from qa import breakdown, evaluate
 from qa.evaluate import QuestionFileError, contains_answer, load_questions, normalize, token_f1
 from tests.conftest import ROOT, run_qa
 
@@ -198,8 +199,8 @@ def test_clapnq_subset_answers_and_declines_within_its_floors(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     data = json.loads(out.read_text())
     assert len(data["items"]) == 6 and sum(i["expected"]["answerable"] for i in data["items"]) == 3
-    calibration = (ROOT / "eval" / "clapnq_calibration_ids.txt").read_text().split()
-    assert not {i["id"].removeprefix("clapnq-") for i in data["items"]} & set(calibration)
+    calibration = evaluate.clapnq_calibration_ids()
+    assert not {i["id"].removeprefix("clapnq-") for i in data["items"]} & calibration
     assert "passages" in result.stderr and "600 passages" in result.stderr
 
     # qa.breakdown explains the run: every question is answered or declined by exactly one stage
@@ -217,6 +218,44 @@ def test_clapnq_subset_answers_and_declines_within_its_floors(tmp_path):
 # ---- ClapNQ calibration ids, floors and the breakdown, without a model -------------------------------------
 
 
+def test_the_clapnq_calibration_ids_load_from_the_installed_package():
+    ids = evaluate.clapnq_calibration_ids()
+    assert len(ids) == 60 and all(re.fullmatch(r"-?\d+", i) for i in ids)
+
+
+def test_the_calibration_ids_are_package_data_in_the_wheel(tmp_path):
+    """Built from pyproject.toml as pip would: the ids file must be inside the wheel, not only in the checkout."""
+    pytest.importorskip("setuptools")
+    for name in ("pyproject.toml", "README.md"):
+        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
+    for path in (ROOT / "qa").rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts:
+            target = tmp_path / path.relative_to(ROOT)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    build = "import setuptools.build_meta as b, sys; print(b.build_wheel(sys.argv[1]))"
+    done = subprocess.run(
+        [sys.executable, "-c", build, str(tmp_path / "dist")], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    wheel = tmp_path / "dist" / done.stdout.split()[-1]
+    with zipfile.ZipFile(wheel) as z:
+        shipped = z.read("qa/data/clapnq_calibration_ids.txt").decode()
+    assert set(shipped.split()) >= evaluate.clapnq_calibration_ids()
+
+
+def test_missing_calibration_ids_are_an_error_naming_the_file(tmp_path, monkeypatch):
+    with pytest.raises(evaluate.BenchmarkError, match="gone.txt is missing"):
+        evaluate.clapnq_calibration_ids(tmp_path / "gone.txt")
+    (tmp_path / "empty.txt").write_text("# only a comment\n")
+    with pytest.raises(evaluate.BenchmarkError, match="empty.txt: no ClapNQ calibration question ids"):
+        evaluate.clapnq_calibration_ids(tmp_path / "empty.txt")
+    # run_clapnq reads them before anything else: no list, no run (rather than scoring the calibration questions)
+    monkeypatch.setattr(evaluate, "CALIBRATION_IDS", "not_shipped.txt")
+    with pytest.raises(evaluate.BenchmarkError, match=r"data[/\\]not_shipped.txt is missing"):
+        evaluate.run_clapnq(None, tmp_path / "clapnq", tmp_path / "corpus")
+
+
 def _item(answerable: bool, abstained: bool, cited: list[str], judge=None, generated=True) -> dict:
     return {
         "abstained": abstained,
@@ -225,6 +264,23 @@ def _item(answerable: bool, abstained: bool, cited: list[str], judge=None, gener
         "timings": {"generate": 1.0} if generated else {},
         "judge": judge,
     }
+
+
+def test_gold_passage_cited_counts_answered_answerable_questions_only():
+    items = [
+        _item(True, False, ["gold.txt", "other.txt"]),
+        _item(True, False, ["other.txt"]),
+        _item(True, True, []),
+        _item(False, False, ["other.txt"]),
+    ]
+    assert evaluate.gold_passage_cited(items) == 0.5
+    assert evaluate.gold_passage_cited([_item(True, True, [])]) is None
+
+
+def test_beir_floor_misses_name_the_mode_and_skip_modes_not_run():
+    rows = [{"mode": "bm25", "ndcg@10": 0.7}, {"mode": "dense", "ndcg@10": 0.81}]
+    misses = evaluate.beir_floor_misses(rows, {"bm25": 0.75, "dense": 0.8, "hybrid": 0.9})
+    assert misses == ["bm25 nDCG@10 = 0.7 (below floor 0.75)"]
 
 
 def test_breakdown_counts_each_decline_by_the_stage_that_made_it(tmp_path, capsys):
