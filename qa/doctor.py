@@ -120,7 +120,10 @@ def check_embeddings(s: Settings) -> Check:
     where = f"model {path}" if Path(path).is_dir() else f"hub model '{path}' (needs the hub unless cached)"
     if s.embed_backend == "torch":
         return Check("embeddings", "ok" if Path(path).is_dir() else "warn", f"torch, {where}")
-    exports = sorted((Path(s.cache_dir) / "onnx").glob(f"*-{s.embed_backend}"))
+    from qa.embeddings import quantization_target
+
+    suffix = s.embed_backend if s.embed_backend == "onnx" else f"{s.embed_backend}-{quantization_target()}"
+    exports = sorted((Path(s.cache_dir) / "onnx").glob(f"*-{suffix}"))
     onnx = Path(s.cache_dir) / "onnx"
     export = f"ONNX export in {exports[0]}" if exports else f"exported on first ingest into {onnx}"
     try:

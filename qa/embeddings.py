@@ -50,7 +50,7 @@ def embedding_id(model: str, backend: str) -> str:
     return model if backend == "torch" else f"{model} ({backend})"
 
 
-def _quantization_target() -> str:
+def quantization_target() -> str:
     """The int8 kernel set this CPU runs fastest (avx512_vnni > avx512 > avx2; arm64 on ARM)."""
     import platform
 
@@ -77,8 +77,10 @@ def onnx_model_folder(path: str, backend: str, cache_dir: Path) -> tuple[str, st
     # One folder per backend: each is written whole or not at all (below), so a folder made for "onnx" is never
     # mistaken for a finished "onnx-int8" export that lacks its quantised file.
     slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in path.strip("/"))[-120:]
-    folder = cache_dir / "onnx" / f"{slug}-{backend}"
-    target = _quantization_target()
+    target = quantization_target()
+    # An int8 export is made for one kernel set; a cache that moves to a machine of another CPU kind gets its
+    # own export beside it instead of finding a folder without the file it looks for.
+    folder = cache_dir / "onnx" / (f"{slug}-{backend}" if backend == "onnx" else f"{slug}-{backend}-{target}")
     wanted = folder / "onnx" / ("model.onnx" if backend == "onnx" else f"model_q*int8_{target}.onnx")
     found = sorted(wanted.parent.glob(wanted.name)) if wanted.parent.is_dir() else []
     if not found:
