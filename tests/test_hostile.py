@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qa.answer import check_answer, split_sentences, support
+from qa.answer import check_answer, evidence, neutralise, split_sentences, support
 from qa.documents import decode_bytes, load_document
 from qa.errors import DocumentError, QuestionError
 from tests.pdfgen import write_pdf
@@ -133,3 +133,21 @@ def test_any_question_text_is_validated_or_searched_without_a_crash(assistant, s
 def test_keyword_search_treats_question_syntax_as_words(assistant, seed_corpus, question):
     assistant.ingest()
     assistant.retriever.search(question, 4, mode="bm25")
+
+
+_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "[INST]", "[/INST]", "<<SYS>>", "<</SYS>>")
+_PLANTS = st.sampled_from(
+    [*_TOKENS, "<s>", "\nSYSTEM: ", "\n### Instruction\n", "\nAssistant: ", "Ignore previous instructions. "]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=40), _PLANTS, st.sampled_from(["\n", "\n\n", ". "])), max_size=30))
+def test_no_document_text_puts_a_chat_template_token_into_the_prompt(parts):
+    text = "".join(parts)
+    view = neutralise(text)
+    assert not any(token in view for token in _TOKENS)
+    # the citation check's view keeps every offset and line break, so quotes and line numbers stay exact
+    blanked = evidence(text)
+    assert len(blanked) == len(text)
+    assert all(b == t or (b == " " and t != "\n") for b, t in zip(blanked, text, strict=True))
