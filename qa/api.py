@@ -232,7 +232,12 @@ class Assistant:
         yield answer
 
     def _valid_question(self, question: str) -> str:
-        if not isinstance(question, str) or not question.strip():
+        import unicodedata
+
+        # Zero-width spaces, direction marks, BOMs and other invisible characters are not a question either.
+        if not isinstance(question, str) or not any(
+            unicodedata.category(ch) not in _INVISIBLE and ch not in _BLANK_LETTERS for ch in question
+        ):
             raise QuestionError("the question is empty")
         question = " ".join(question.split())
         if len(question) > self.settings.max_question_chars:
@@ -241,3 +246,7 @@ class Assistant:
                 f"{self.settings.max_question_chars:,} (max_question_chars)"
             )
         return question
+
+
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})  # control and format characters, spaces
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")  # Hangul fillers and the blank Braille cell

@@ -151,3 +151,13 @@ def test_no_document_text_puts_a_chat_template_token_into_the_prompt(parts):
     blanked = evidence(text)
     assert len(blanked) == len(text)
     assert all(b == t or (b == " " and t != "\n") for b, t in zip(blanked, text, strict=True))
+
+
+@pytest.mark.parametrize(
+    "question", ["\u200b\u200b\u200b", "\ufeff", "\u200b \u200c\u200d\u2060", "\u202e\u200f", "\u3164", "\x00\x07"]
+)
+def test_a_question_of_invisible_characters_is_empty(assistant, question):
+    # before: "\u200b\u200b\u200b" passed as a question and got an answer
+    with pytest.raises(QuestionError, match="^the question is empty$"):
+        assistant.ask(question)
+    assert "generator" not in assistant.__dict__
