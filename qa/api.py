@@ -245,8 +245,52 @@ class Assistant:
                 f"the question is {len(question):,} characters long; the limit is "
                 f"{self.settings.max_question_chars:,} (max_question_chars)"
             )
+        script = _main_script(question)
+        if script:
+            # A question mostly in a script that no indexed text uses (Arabic over English documents) cannot be
+            # matched: the embedding model reads one language, and keyword search finds no shared word. The
+            # closest passages would be unrelated, and the model may still answer from them with a citation.
+            indexed, found = self.store.db.execute(
+                "SELECT EXISTS(SELECT 1 FROM chunks), EXISTS(SELECT 1 FROM chunks WHERE text GLOB ?)",
+                (f"*[{_SCRIPTS[script]}]*",),
+            ).fetchone()
+            if indexed and not found:
+                raise QuestionError(
+                    f"the question is written in {script} script, which no indexed document uses: the search "
+                    f"model ({self.settings.embed_model}) matches a question only to documents in its language, "
+                    "so ask in the documents' language"
+                )
         return question
 
 
 _INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})  # control and format characters, spaces
 _BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")  # Hangul fillers and the blank Braille cell
+# Scripts a question is checked against the index for, as GLOB character ranges (code points).
+_SCRIPTS = {
+    "Latin": "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff",
+    "Greek": "\u0370-\u03ff\u1f00-\u1fff",
+    "Cyrillic": "\u0400-\u052f",
+    "Armenian": "\u0531-\u058a",
+    "Hebrew": "\u0591-\u05f4",
+    "Arabic": "\u0600-\u06ff\u0750-\u077f\u08a0-\u08ff\ufb50-\ufdff\ufe70-\ufefc",
+    "Devanagari": "\u0900-\u097f",
+    "Bengali": "\u0980-\u09ff",
+    "Tamil": "\u0b80-\u0bff",
+    "Thai": "\u0e00-\u0e7f",
+    "Georgian": "\u10a0-\u10ff",
+    "Hangul": "\u1100-\u11ff\u3130-\u318f\uac00-\ud7af",
+    "Japanese kana": "\u3040-\u30ff",
+    "Han (Chinese characters)": "\u3400-\u4dbf\u4e00-\u9fff",
+}
+
+
+def _main_script(text: str) -> str:
+    """The script (a key of _SCRIPTS) of more than half the letters of `text`, or "" if none has a majority."""
+    import re
+
+    letters = [ch for ch in text if ch.isalpha()]
+    for name, ranges in _SCRIPTS.items():
+        n = len(re.findall(f"[{ranges}]", "".join(letters)))
+        if n * 2 > len(letters):
+            return name
+    return ""

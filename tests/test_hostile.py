@@ -161,3 +161,24 @@ def test_a_question_of_invisible_characters_is_empty(assistant, question):
     with pytest.raises(QuestionError, match="^the question is empty$"):
         assistant.ask(question)
     assert "generator" not in assistant.__dict__
+
+
+def test_a_question_in_a_script_no_document_uses_is_refused_before_the_model(assistant, corpus):
+    """An Arabic question over English documents used to get a confident, unrelated, cited answer: the English
+    embedding model cannot match it, so the nearest passages are noise. Now it is refused, saying why."""
+    (corpus / "library.txt").write_text("The Brindlewood library was opened in 1954 by the town council.\n")
+    assistant.ingest()
+    for question, script in [
+        ("متى افتتحت مكتبة برندلوود؟", "Arabic"),
+        ("Когда открылась библиотека Brindlewood?", "Cyrillic"),
+        ("布林德伍德图书馆是什么时候开放的？", "Han"),
+    ]:
+        with pytest.raises(QuestionError, match=rf"written in {script}.* script, which no indexed document uses"):
+            assistant.ask(question)
+    assert "generator" not in assistant.__dict__  # decided before the judge: no model loaded
+    # the documents' script with a foreign word, other Latin-script languages, numbers: asked as before
+    for question in ("When did the library (مكتبة) open?", "¿Cuándo abrió la biblioteca?", "1954?"):
+        assert assistant._valid_question(question) == question
+    (corpus / "arabic.txt").write_text("افتتحت مكتبة برندلوود في عام 1954.\n")
+    assistant.ingest()
+    assert assistant._valid_question("متى افتتحت مكتبة برندلوود؟")
