@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import filecmp
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -14,12 +16,25 @@ from qa.answer import JUDGE_INSTRUCTION, Answer, build_messages, check_answer, d
 from qa.config import Settings, load_settings
 from qa.documents import Document, load_document, safe_filename
 from qa.embeddings import embedding_id
-from qa.errors import CorpusError, DocumentError, QuestionError
+from qa.errors import CorpusError, DocumentError, IndexBusyError, QuestionError
 from qa.ingest import IngestReport, chunking_signature, ingest
 from qa.retrieve import Retriever, rewrite_question
 from qa.store import Store
 
 History = list[tuple[str, str]]  # earlier (question, answer text) turns of one conversation
+
+
+@dataclass
+class UploadReport(IngestReport):
+    """What Assistant.add_document did: the ingest's report, plus where the upload went and how."""
+
+    source: str = ""  # the file's name in the corpus
+    requested: str = ""  # the (safe) name it was uploaded as
+    # added | renamed (another file had the name: kept both) | replaced (replace=True) | unchanged (same bytes there)
+    outcome: str = ""
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "source": self.source, "requested": self.requested, "outcome": self.outcome}
 
 
 class Assistant:
@@ -93,21 +108,92 @@ class Assistant:
         return self.store.stats()
 
     def add_document(
-        self, uploaded: Path | str, name: str, progress: Callable[[int, int, str], None] | None = None
-    ) -> IngestReport:
+        self,
+        uploaded: Path | str,
+        name: str,
+        progress: Callable[[int, int, str], None] | None = None,
+        replace: bool = False,
+    ) -> UploadReport:
         """Copy a file into the corpus folder under a safe name and index it.
 
-        The file is loaded first: a broken or unsupported file raises DocumentError and the corpus and index
-        stay as they were (an existing file of that name is not replaced).
+        A file already in the corpus is never replaced silently: the upload is saved as "NAME (2).txt" (or (3),
+        ...) unless `replace` is true; the same bytes already there under that name are not added twice
+        (outcome "unchanged"). The upload is checked first (size, type, content): a too large, unsupported or
+        broken file raises DocumentError and the corpus and index stay as they were. If indexing then fails
+        (IndexBusyError while another ingest holds the index, a store error, the file skipped), the upload is
+        taken out of the corpus again, a replaced file is put back, and the error is raised.
         """
-        name = safe_filename(name)
-        load_document(Path(uploaded), name)  # raises DocumentError with the reason
-        Path(self.settings.corpus).mkdir(parents=True, exist_ok=True)
-        target = self._in_corpus(name)
-        tmp = target.with_name(f".{name}.upload")
-        shutil.copyfile(uploaded, tmp)
-        os.replace(tmp, target)  # atomic: an ingest never sees half a file
-        return self.ingest(progress=progress)
+        uploaded = Path(uploaded)
+        requested = safe_filename(name)
+        try:
+            size = uploaded.stat().st_size
+        except OSError as exc:
+            raise DocumentError(requested, f"cannot read the upload ({exc.strerror or exc})") from None
+        limit = self.settings.max_file_mb
+        if size > limit * 1e6:
+            big = f"{size / 1e6:,.1f} MB" if size >= 1e5 else f"{size:,} bytes"
+            raise DocumentError(requested, f"{big} is larger than the {limit:g} MB limit (max_file_mb); not added")
+        load_document(uploaded, requested)  # raises DocumentError with the reason
+        corpus = Path(self.settings.corpus)
+        corpus.mkdir(parents=True, exist_ok=True)
+        target, outcome = self._upload_target(corpus.resolve(), requested, uploaded, replace)
+        done = UploadReport(source=target.name, requested=requested, outcome=outcome)
+        if outcome == "unchanged":
+            done.unchanged.append(target.name)
+            return done
+        tmp = target.with_name(f".{target.name}.upload")
+        backup = target.with_name(f".{target.name}.previous") if outcome == "replaced" else None
+        try:
+            shutil.copyfile(uploaded, tmp)
+            if backup:
+                shutil.copy2(target, backup)  # same bytes and mtime: put back, the index sees it unchanged
+            os.replace(tmp, target)  # atomic: an ingest never sees half a file
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if backup:
+                backup.unlink(missing_ok=True)
+            raise DocumentError(target.name, f"cannot save it in the corpus ({exc.strerror or exc})") from None
+
+        def undo() -> None:
+            if backup:
+                os.replace(backup, target)
+            else:
+                target.unlink(missing_ok=True)
+
+        try:
+            report = self.ingest(progress=progress)
+        except IndexBusyError as exc:
+            undo()
+            raise IndexBusyError(f"{target.name} was not added: {exc}") from None
+        except BaseException:
+            undo()
+            raise
+        failed = dict(report.failed).get(target.name)
+        if failed:
+            undo()
+            raise DocumentError(target.name, f"{failed}; not added")
+        if backup:
+            backup.unlink(missing_ok=True)
+        for f in fields(IngestReport):
+            setattr(done, f.name, getattr(report, f.name))
+        return done
+
+    @staticmethod
+    def _upload_target(corpus: Path, name: str, uploaded: Path, replace: bool) -> tuple[Path, str]:
+        """Where an upload named `name` goes, and the outcome: added, replaced, renamed or unchanged."""
+        target = corpus / name  # a plain name (safe_filename): it cannot leave the corpus
+        if not os.path.lexists(target):
+            return target, "added"
+        if replace and target.is_file() and not target.is_symlink():
+            return target, "unchanged" if filecmp.cmp(target, uploaded, shallow=False) else "replaced"
+        stem, suffix = name[: -len(Path(name).suffix)], Path(name).suffix
+        for n in range(1, 1000):
+            candidate = target if n == 1 else corpus / f"{stem} ({n}){suffix}"
+            if not os.path.lexists(candidate):
+                return candidate, "renamed"
+            if candidate.is_file() and filecmp.cmp(candidate, uploaded, shallow=False):
+                return candidate, "unchanged"
+        raise DocumentError(name, "the corpus already holds 999 files of that name; rename the file")
 
     def remove_document(self, source: str) -> IngestReport:
         """Delete a file from the corpus folder and its chunks from the index."""

@@ -333,4 +333,18 @@ def safe_filename(name: str) -> str:
         raise DocumentError(name, "not a usable file name")
     if Path(base).suffix.lower() not in SUPPORTED_SUFFIXES:
         raise DocumentError(base, f"unsupported file type (use {', '.join(SUPPORTED_SUFFIXES)})")
-    return base[:180]
+    return fit_filename(base)
+
+
+# File systems limit a name to 255 bytes, not characters (an emoji is 4 bytes in UTF-8). Uploads are kept well
+# below that, so " (2)" or the hidden ".NAME.upload" copy made while saving still fit.
+MAX_NAME_BYTES = 200
+
+
+def fit_filename(name: str, limit: int = MAX_NAME_BYTES) -> str:
+    """`name` cut to at most `limit` bytes of UTF-8, keeping its suffix and never splitting a character."""
+    if len(name.encode("utf-8")) <= limit:
+        return name
+    suffix = Path(name).suffix
+    stem = name[: len(name) - len(suffix)].encode("utf-8")[: limit - len(suffix.encode("utf-8"))]
+    return stem.decode("utf-8", errors="ignore").rstrip() + suffix
