@@ -52,5 +52,12 @@ chat: $(STAMP)
 test: $(STAMP) browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# The fast lane: every test but those marked slow (the language model, benchmarks, the browser), model (the real
+# embedding model) or server (chroma run, llama.cpp's server, qa ui, a browser); the decisions run with the fakes of
+# tests/fakes.py.
+check: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not model and not server" -x
+	$(VENV)/bin/ruff check qa tests eval
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check qa tests eval

@@ -50,13 +50,59 @@ def seed_corpus(tmp_path) -> Path:
     return folder
 
 
-@pytest.fixture
-def assistant(settings):
-    from qa.api import Assistant
+# Markers (pyproject.toml): `slow` loads the language model, `model` the real embedding model (or a cross-encoder),
+# `server` starts a server process. `make check` runs everything else; `make test` runs everything.
+HASH, MINILM = "hash", "minilm"
+EMBEDDERS = [pytest.param(HASH, id=HASH), pytest.param(MINILM, marks=pytest.mark.model, id=MINILM)]
+# For a test of the `assistant` fixture that needs the real model's sense of meaning: it runs with MiniLM only.
+real_embedder_only = pytest.mark.parametrize("assistant", [EMBEDDERS[1]], indirect=True)
 
-    a = Assistant(settings)
+
+def fake_settings(root: Path, embedder=None, **overrides):
+    """Settings for an index under `root` (corpus in root/corpus) built with tests.fakes.HashEmbedder: the index
+    records the fake's name, so the real model can never be used on it by mistake."""
+    from qa.config import load_settings
+    from tests.fakes import HashEmbedder
+
+    name = (embedder or HashEmbedder()).name
+    values = {"vectorstore": root / "index", "corpus": root / "corpus", "embed_model": name, "embed_backend": "torch"}
+    return load_settings({**values, **overrides}, env={})
+
+
+@pytest.fixture(params=EMBEDDERS)
+def assistant(request, settings):
+    """An Assistant on an empty index in tmp_path. Every test that takes it runs twice in `make test`: with the
+    hash embedder of tests/fakes.py (also in `make check`) and with the shipped MiniLM (marked `model`)."""
+    from qa.api import Assistant
+    from tests.fakes import HashEmbedder
+
+    if request.param == HASH:
+        embedder = HashEmbedder()
+        a = Assistant(settings.replace(embed_model=embedder.name, embed_backend="torch"), embedder=embedder)
+    else:
+        a = Assistant(settings)
     yield a
     a.store.close()
+
+
+@pytest.fixture(autouse=True)
+def _real_models_only_in_marked_tests(request, monkeypatch):
+    """Keep `make check` fast: a test that loads the real embedding model in this process must be marked `model`
+    (or `slow`), else it fails here saying so. (A qa subprocess that loads it must be marked by hand.)"""
+    if request.node.get_closest_marker("model") or request.node.get_closest_marker("slow"):
+        return
+    import qa.embeddings
+
+    def refuse(*args, **kwargs):
+        pytest.fail(
+            f"{request.node.nodeid} loads a real embedding model: mark it @pytest.mark.model, "
+            "or use tests.fakes.HashEmbedder",
+            pytrace=False,
+        )
+
+    monkeypatch.setattr(qa.embeddings, "get_embedder", refuse)
+    monkeypatch.setattr(qa.embeddings.SentenceTransformerEmbedder, "__init__", refuse)
+    monkeypatch.setattr(qa.embeddings.CrossEncoderReranker, "__init__", refuse)
 
 
 def run_qa(*args: str, env: dict | None = None, timeout: float = 300, cwd: Path | None = None):

@@ -53,6 +53,8 @@ def server_assistant(settings, url):
     return Assistant(settings.replace(chroma_url=url, store_timeout=5))
 
 
+@pytest.mark.server
+@pytest.mark.model
 def test_ingest_and_search_work_the_same_on_a_server(settings, seed_corpus, chroma_server):
     assistant = server_assistant(settings, chroma_server.url)
     report = assistant.ingest()
@@ -68,6 +70,8 @@ def test_ingest_and_search_work_the_same_on_a_server(settings, seed_corpus, chro
     assert assistant.status()["vectors"] == assistant.status()["chunks"]
 
 
+@pytest.mark.server
+@pytest.mark.model
 def test_a_server_that_goes_away_is_a_clear_error_and_recovery_is_automatic(settings, seed_corpus, chroma_server):
     assistant = server_assistant(settings, chroma_server.url)
     assistant.ingest()
@@ -98,6 +102,9 @@ def test_an_unreachable_server_is_one_clear_line_on_the_cli(settings, seed_corpu
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.server
+@pytest.mark.model
 def test_the_seed_answer_works_against_the_server(settings, seed_corpus, chroma_server):
     pytest.importorskip("llama_cpp")
     assistant = server_assistant(settings, chroma_server.url)

@@ -25,6 +25,7 @@ from tests.conftest import ROOT, run_qa, start_llama_server
 from tests.test_chroma_server import ChromaServer, chroma_server  # noqa: F401 (fixture)
 from tests.test_ui import free_port
 
+pytestmark = [pytest.mark.server, pytest.mark.model]  # every test here starts a server and embeds for real
 OFF_TOPIC = "What is the capital of France?"  # declined by the relevance gate: no model needed
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from qa.api import Assistant
 from qa.errors import IndexBusyError, IndexMismatchError
-from tests.conftest import ROOT, run_qa
+from tests.conftest import ROOT, real_embedder_only, run_qa
 from tests.pdfgen import write_pdf
 
 
@@ -27,6 +27,7 @@ def index_state(assistant):
     return sqlite_ids, chroma_ids, {s: r.hash for s, r in store.files().items()}
 
 
+@real_embedder_only  # the dense hit below needs the model's sense of meaning
 def test_seeds_are_indexed_and_searchable(assistant, seed_corpus):
     report = assistant.ingest()
     assert sorted(report.added) == sorted(p.name for p in seed_corpus.iterdir())
@@ -125,6 +126,7 @@ def test_a_file_that_breaks_keeps_its_last_good_version(assistant, corpus):
     assert [c.text for c in assistant.store.chunks_of("a.txt")] == ["The orchard grows forty kinds of apples."]
 
 
+@pytest.mark.model
 def test_opening_an_index_with_another_model_is_a_clear_error(settings, seed_corpus):
     first = Assistant(settings)
     first.ingest()
@@ -138,6 +140,7 @@ def test_opening_an_index_with_another_model_is_a_clear_error(settings, seed_cor
         torch_backend.status()
 
 
+@pytest.mark.model
 def test_every_embedding_backend_finds_the_same_passages(settings, seed_corpus):
     """The int8 default embeds like the shipped fp32 weights (the speed/quality figures are in eval/results)."""
     questions = [
@@ -171,6 +174,7 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_lock(assistant, se
             second.ingest()
 
 
+@pytest.mark.model
 def test_cli_ingest_prints_the_summary_line(settings, seed_corpus):
     env = {"QA_VECTORSTORE": str(settings.vectorstore)}
     result = run_qa("ingest", str(seed_corpus), env=env)
@@ -207,6 +211,7 @@ def _write_many(folder, n):
         (folder / f"doc{i:03d}.txt").write_text(body)
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("kill_after_done", [0, 3, 12])
 def test_kill_9_mid_ingest_is_repaired_to_what_a_clean_run_produces(settings, corpus, tmp_path, kill_after_done):
     _write_many(corpus, 24)

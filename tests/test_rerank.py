@@ -14,7 +14,7 @@ import pytest
 
 from qa.api import Assistant
 from qa.errors import ConfigError
-from tests.conftest import ROOT, run_qa
+from tests.conftest import ROOT, real_embedder_only, run_qa
 
 QUESTION = "Who rejected the asylum offer, and why?"
 
@@ -32,6 +32,7 @@ def cross_encoder(tmp_path_factory) -> str:
     return str(folder)
 
 
+@pytest.mark.model
 def test_the_configured_cross_encoder_orders_the_best_fused_passages(settings, seed_corpus, cross_encoder):
     from sentence_transformers import CrossEncoder
 
@@ -52,6 +53,7 @@ def test_the_configured_cross_encoder_orders_the_best_fused_passages(settings, s
     assistant.store.close()
 
 
+@real_embedder_only  # loading a cross-encoder (even a missing one) imports torch and sentence-transformers
 def test_reranking_without_a_model_or_with_a_missing_one_is_a_clear_error(assistant, seed_corpus, tmp_path):
     assistant.ingest()
     with pytest.raises(ConfigError, match="needs a rerank_model"):
@@ -61,6 +63,7 @@ def test_reranking_without_a_model_or_with_a_missing_one_is_a_clear_error(assist
         broken.retriever  # noqa: B018
 
 
+@pytest.mark.model
 def test_eval_beir_scores_hybrid_plus_rerank_when_a_model_is_configured(tmp_path, cross_encoder):
     scifact = ROOT.parent / "shared" / "bench" / "scifact"
     if not scifact.is_dir():
