@@ -1,13 +1,15 @@
 """The Gradio chat UI: a thin edge over qa.api.Assistant.
 
-Everything taken from documents or the model is HTML-escaped before it is shown, so a document holding
-`<script>` or `<img onerror=...>` shows as text and runs nothing.
+Everything taken from documents or the model is shown as text: HTML-escaped in the HTML panels, and in the chat
+(which renders Markdown) every punctuation character is a character reference (`inert`). A document holding
+`<script>`, `<img onerror=...>`, `![x](http://...)` or a bare URL shows as text, runs nothing and fetches nothing.
 """
 
 from __future__ import annotations
 
 import html
 import re
+import string
 from pathlib import Path
 
 import gradio as gr
@@ -44,15 +46,27 @@ def _where(source: str, start: int, end: int, page: int | None) -> str:
     return f"{source}{f', page {page}' if page else ''}, {lines}"
 
 
+# Every ASCII punctuation character is Markdown or HTML syntax somewhere: images and links `![](…)`, autolinks
+# `<…>`, `http://`, `www.` and `a@b.c`, emphasis, code, tables, `$$` math, tags and entities. As a numeric
+# character reference it shows as itself and means nothing, whether the text is read as Markdown or as HTML.
+_INERT = {ord(ch): f"&#{ord(ch)};" for ch in string.punctuation}
+
+
+def inert(text: str) -> str:
+    """`text` for a Markdown component (the chat, the upload status): shown as typed, with no markup, no image,
+    no link and nothing fetched."""
+    return text.translate(_INERT)
+
+
 def answer_markdown(answer: Answer) -> str:
-    """The answer for the chat: escaped text, each [n] a link to its citation in the sources panel."""
+    """The answer for the chat: inert text, each [n] a link to its citation in the sources panel (the only links)."""
     if answer.abstained:
         return (
             "**The documents don't say.** Nothing in the indexed documents answers this; "
             "the closest passages are in the Sources panel."
         )
-    text = html.escape(answer.text)
-    text = re.sub(r"\[(\d+)\]", r"[\[\1\]](#cite-\1)", text)
+    parts = re.split(r"\[(\d+)\]", answer.text)  # text, citation number, text, ...
+    text = "".join(inert(p) if i % 2 == 0 else f"[\\[{p}\\]](#cite-{p})" for i, p in enumerate(parts))
     if answer.unsupported:
         text += f"\n\n_{len(answer.unsupported)} unsupported sentence(s) removed after checking._"
     return text
@@ -114,7 +128,7 @@ def build_app(assistant: Assistant) -> gr.Blocks:
 
     def respond(message, chat, history, top_k, show_retrieved):
         chat = list(chat or [])
-        chat.append({"role": "user", "content": html.escape(message or "")})
+        chat.append({"role": "user", "content": inert(message or "")})
         try:
             draft = ""
             for event in assistant.stream(message, history, top_k=int(top_k)):
@@ -123,7 +137,7 @@ def build_app(assistant: Assistant) -> gr.Blocks:
                     break
                 draft += event
                 yield (
-                    chat + [{"role": "assistant", "content": html.escape(draft) + " ▌"}],
+                    chat + [{"role": "assistant", "content": inert(draft) + " ▌"}],
                     history,
                     gr.update(),
                     gr.update(),
@@ -131,7 +145,7 @@ def build_app(assistant: Assistant) -> gr.Blocks:
                 )
         except QAError as exc:
             yield (
-                chat + [{"role": "assistant", "content": f"⚠️ {html.escape(str(exc))}"}],
+                chat + [{"role": "assistant", "content": f"⚠️ {inert(str(exc))}"}],
                 history,
                 gr.update(),
                 gr.update(),
@@ -172,13 +186,19 @@ def build_app(assistant: Assistant) -> gr.Blocks:
                 report = assistant.add_document(
                     path, original, progress=lambda d, t, s: progress((d, t), desc=f"indexing {s}")
                 )
-                failed = "; ".join(f"{s}: {r}" for s, r in report.failed)
-                messages.append(
-                    f"✅ {html.escape(original)} indexed ({report.chunks} chunks)"
-                    + (f" — skipped: {html.escape(failed)}" if failed else "")
-                )
             except QAError as exc:
-                messages.append(f"❌ {html.escape(str(exc))} — nothing was indexed")
+                messages.append(f"❌ {inert(str(exc))} — nothing was indexed")
+                continue
+            name, asked = report.source, report.requested
+            if report.outcome == "unchanged":
+                where = "" if name == asked else f" as {name}"
+                messages.append(f"☑️ {inert(f'{asked} is already in the corpus{where} with the same content')}")
+                continue
+            said = f"saved as {name} because {asked} exists; " if report.outcome == "renamed" else f"{name} "
+            chunks = next((d["chunks"] for d in assistant.documents() if d["source"] == name), 0)
+            said += f"{'replaced and ' if report.outcome == 'replaced' else ''}indexed ({chunks} chunks)"
+            failed = "; ".join(f"{s}: {r}" for s, r in report.failed)
+            messages.append(f"✅ {inert(said)}" + (f" — skipped: {inert(failed)}" if failed else ""))
         sources = [d["source"] for d in assistant.documents()]
         return "\n\n".join(messages), documents_table(), gr.update(choices=sources, value=None)
 
@@ -187,9 +207,9 @@ def build_app(assistant: Assistant) -> gr.Blocks:
             return "Choose a document to remove.", documents_table(), gr.update()
         try:
             assistant.remove_document(source)
-            message = f"Removed {html.escape(source)}."
+            message = f"Removed {inert(source)}."
         except QAError as exc:
-            message = f"❌ {html.escape(str(exc))}"
+            message = f"❌ {inert(str(exc))}"
         return message, documents_table(), gr.update(choices=[d["source"] for d in assistant.documents()], value=None)
 
     def api_ask(question: str) -> dict:

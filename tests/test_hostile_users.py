@@ -3,14 +3,26 @@ the corpus unindexed; a UI login that fails open; document text that makes the r
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
+from bs4 import BeautifulSoup
 
+from qa.answer import Answer, Citation
+from qa.chunking import Chunk
 from qa.documents import safe_filename
 from qa.errors import DocumentError, IndexBusyError
+from qa.retrieve import Passage
 
 EXISTING = "000_6f09b0eae4eaabc4.txt"
+# Each line fetches http://127.0.0.1:9/... in a browser that renders it as Markdown (or HTML), or turns into a link.
+HOSTILE = (
+    "The logo ![logo](http://127.0.0.1:9/leak.png) and ![ref][r] and <img src=http://127.0.0.1:9/b.png>.\n"
+    "[r]: http://127.0.0.1:9/ref.png\n"
+    "Links: [click](http://127.0.0.1:9/c) <http://127.0.0.1:9/auto> http://127.0.0.1:9/bare www.example.com "
+    "mail@example.com and $$\\href{http://127.0.0.1:9/tex}{x}$$ **bold** `code` | a | b |"
+)
 
 
 # ---- uploads ---------------------------------------------------------------------------------------------------
@@ -98,3 +110,147 @@ def test_an_upload_with_a_long_emoji_name_is_saved_and_indexed(assistant, corpus
     upload.write_text("The lighthouse keeper retired in 1990.\n")
     second = assistant.add_document(upload, "😀" * 100 + ".txt")
     assert second.outcome == "renamed" and second.source.endswith(" (2).txt") and (corpus / second.source).is_file()
+
+
+# ---- what the UI shows ------------------------------------------------------------------------------------------
+def shown(markdown: str) -> BeautifulSoup:
+    """A chat message or the upload status as the browser gets it: Gradio renders Markdown with raw HTML allowed."""
+    from markdown_it import MarkdownIt
+
+    return BeautifulSoup(MarkdownIt("commonmark", {"html": True}).enable("table").render(markdown), "html.parser")
+
+
+def assert_inert(markdown: str, text: str) -> None:
+    """Shows `text` as it is, and nothing in it loads or links anywhere but a citation in the page."""
+    page = shown(markdown)
+    assert page.find_all(["img", "script", "iframe", "object", "embed", "video", "audio", "source", "link"]) == []
+    assert all(a.get("href", "").startswith("#cite-") for a in page.find_all("a")), page
+    # Gradio's Markdown (marked, GFM) also links bare URLs, www. names and e-mail addresses, and renders $$ as LaTeX
+    assert not re.search(r"(?i)https?:|www\.|\w@\w|\$\$", markdown)
+    assert re.sub(r"\s+", " ", page.get_text()).strip() == re.sub(r"\s+", " ", text).strip()
+
+
+def _answer(text: str, passage: str = "The logo is on the first page.", quote: str = "") -> Answer:
+    chunk = Chunk("c1", passage, "doc.txt", 0, len(passage), 1, 1, None, "doc", "h")
+    cite = Citation(1, "doc.txt", 1, 1, None, quote or passage, 1.0, "c1")
+    return Answer(question="q", text=text, abstained=False, citations=[cite], retrieved=[Passage(chunk, 1.0, 1.0)])
+
+
+def test_document_text_quoted_in_an_answer_fetches_and_links_nothing(settings):
+    from qa.ui import answer_markdown
+
+    text = HOSTILE + " The logo is on the first page [1]."
+    markdown = answer_markdown(_answer(text))
+    assert_inert(markdown, text)
+    assert [a["href"] for a in shown(markdown).find_all("a")] == ["#cite-1"]  # the citation is still a link
+
+
+def test_the_sources_panel_shows_document_markup_as_text():
+    from qa.ui import sources_html
+
+    answer = _answer("The logo is on the first page [1].", HOSTILE, quote="![logo](http://127.0.0.1:9/leak.png)")
+    page = BeautifulSoup(sources_html(answer, show_retrieved=True), "html.parser")  # a gr.HTML panel: no Markdown
+    assert page.find_all(["img", "a", "script"]) == [] and "![logo](http://127.0.0.1:9/leak.png)" in page.get_text()
+
+
+def _app_fn(app, name: str):
+    return next(f.fn for f in app.fns.values() if getattr(f, "name", "") == name)
+
+
+class _Streaming:
+    """Stands in for Assistant in the chat: streams a hostile draft, then the checked answer."""
+
+    def __init__(self, settings, pieces: list[str], answer: Answer):
+        self.settings, self.pieces, self.answer = settings, pieces, answer
+
+    def documents(self):
+        return []
+
+    def stream(self, question, history=None, sources=None, top_k=None):
+        yield from self.pieces
+        yield self.answer
+
+
+def test_the_streamed_draft_and_the_question_echo_fetch_and_link_nothing(settings):
+    from qa.ui import build_app
+
+    text = HOSTILE + " [1]"
+    pieces = [text[i : i + 7] for i in range(0, len(text), 7)]
+    app = build_app(_Streaming(settings, pieces, _answer(text)))
+    question = "What is ![x](http://127.0.0.1:9/q.png)?"
+    steps = list(_app_fn(app, "respond")(question, [], [], 4, False))
+    assert len(steps) == len(pieces) + 1
+    for chat, *_ in steps:
+        assert_inert(chat[0]["content"], question)
+    for n, (chat, *_) in enumerate(steps[:-1], 1):
+        assert_inert(chat[1]["content"], "".join(pieces[:n]) + " ▌")
+    assert_inert(steps[-1][0][1]["content"], text)
+
+
+@pytest.mark.server  # a web server and a browser: left out of `make check`
+def test_in_a_real_browser_a_hostile_answer_and_draft_fetch_nothing(settings):
+    """The chat as Chromium renders it (Gradio's own Markdown): no image, no request to the URLs in the text."""
+    import socket
+    import time
+
+    from playwright.sync_api import sync_playwright
+
+    from qa.ui import CSS, build_app
+    from tests.test_ui import CHROMIUM
+
+    text = HOSTILE + " The logo is on the first page [1]."
+    pieces = [text[i : i + 40] for i in range(0, len(text), 40)]
+
+    class Slow(_Streaming):
+        def stream(self, *args, **kwargs):
+            for event in super().stream(*args, **kwargs):
+                time.sleep(0.05)
+                yield event
+
+    app = build_app(Slow(settings, pieces, _answer(text, HOSTILE)))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, css=CSS, quiet=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+            page = browser.new_page()
+            requested: list[str] = []
+            page.on("request", lambda r: requested.append(r.url))
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.fill("#question textarea", "What is ![x](http://127.0.0.1:9/q.png)?")
+            page.click("#ask")
+            page.wait_for_function("document.querySelector('#chat').innerText.includes('▌')", timeout=30_000)
+            page.wait_for_selector('#chat a[href="#cite-1"]', timeout=30_000)
+            chat = page.locator("#chat")
+            assert chat.locator("img").count() == 0
+            assert "![logo](http://127.0.0.1:9/leak.png)" in chat.inner_text()  # shown as text
+            assert chat.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href'))") == ["#cite-1"]
+            assert page.locator("#sources img").count() == 0
+            browser.close()
+    finally:
+        app.close()
+    assert not [u for u in requested if "127.0.0.1:9/" in u]
+
+
+def test_the_upload_status_says_when_a_file_was_saved_under_another_name(assistant, corpus, tmp_path):
+    from qa.ui import build_app
+
+    (corpus / EXISTING).write_text("The granary stored 900 sacks of barley.\n")
+    assistant.ingest()
+    upload = _app_fn(build_app(assistant), "upload")
+    new = tmp_path / "upload.bin"
+    new.write_text("The ferry to the island leaves at noon.\n")
+
+    class Uploaded(str):  # what Gradio passes: a temp path with the name the user's file had
+        orig_name = EXISTING
+
+    status, *_ = upload([Uploaded(new)], progress=lambda *a, **k: None)
+    assert f"saved as 000_6f09b0eae4eaabc4 (2).txt because {EXISTING} exists" in html.unescape(status)
+    status, *_ = upload([Uploaded(new)], progress=lambda *a, **k: None)
+    assert "already in the corpus as 000_6f09b0eae4eaabc4 (2).txt" in html.unescape(status)
+
+    Uploaded.orig_name = "![x](https:127.0.0.1:9).txt"  # a file name is document text too
+    status, *_ = upload([Uploaded(new)], progress=lambda *a, **k: None)
+    assert_inert(status, f"✅ {Uploaded.orig_name} indexed (1 chunks)")
