@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="also create a public Gradio share link")
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow --host beyond this machine, or --share, without a login (QA_UI_USER + QA_UI_PASSWORD)",
+    )
 
     return parser
 
@@ -345,7 +350,7 @@ def cmd_doctor(args, assistant) -> int:
 def cmd_ui(args, assistant) -> int:
     from qa.ui import launch
 
-    launch(assistant, host=args.host, port=args.port, share=args.share)
+    launch(assistant, host=args.host, port=args.port, share=args.share, allow_remote=args.allow_remote)
     return 0
 
 

@@ -8,15 +8,17 @@ Everything taken from documents or the model is shown as text: HTML-escaped in t
 from __future__ import annotations
 
 import html
+import ipaddress
 import re
 import string
+import sys
 from pathlib import Path
 
 import gradio as gr
 
 from qa.answer import Answer
 from qa.api import Assistant
-from qa.errors import QAError
+from qa.errors import ConfigError, QAError
 
 EXAMPLES = [
     "How many MEK members did Albania offer to take in?",
@@ -273,8 +275,46 @@ def build_app(assistant: Assistant) -> gr.Blocks:
     return app
 
 
-def launch(assistant: Assistant, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> None:
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name or "": it may be reachable from elsewhere
+
+
+def check_access(settings, host: str, port: int, share: bool, allow_remote: bool) -> str:
+    """Refuse to start a UI open to others by mistake. Returns a line to print when it is reachable from other
+    machines, else "". Raises ConfigError: half a login (one of user and password), or a UI bound beyond this
+    machine (or --share) with no login and no --allow-remote."""
+    user, password = bool(settings.ui_user), bool(settings.ui_password)
+    if user != password:
+        have, lack = ("QA_UI_USER", "QA_UI_PASSWORD") if user else ("QA_UI_PASSWORD", "QA_UI_USER")
+        raise ConfigError(
+            f"QA_UI_USER and QA_UI_PASSWORD (--ui-user, --ui-password) go together: {have} is set but {lack} is "
+            "not, which would leave the UI without a login; set both, or neither"
+        )
+    if not share and _is_loopback(host):
+        return ""
+    where = "a public Gradio share link" if share else f"--host {host or '(all addresses)'} port {port}"
+    if user:
+        return f"note: the UI is reachable from other machines through {where}; login required (QA_UI_USER)"
+    if not allow_remote:
+        raise ConfigError(
+            f"{where} would let anyone who reaches it use the UI without a login: set QA_UI_USER and "
+            "QA_UI_PASSWORD, or pass --allow-remote to run it open"
+        )
+    return f"warning: the UI is reachable from other machines through {where}, with NO login (--allow-remote)"
+
+
+def launch(
+    assistant: Assistant, host: str = "127.0.0.1", port: int = 7860, share: bool = False, allow_remote: bool = False
+) -> None:
     s = assistant.settings
+    note = check_access(s, host, port, share, allow_remote)  # before anything slow loads
+    if note:
+        print(note, file=sys.stderr, flush=True)
     auth = (s.ui_user, s.ui_password) if s.ui_user and s.ui_password else None
     assistant.ingest()  # the index mirrors the corpus before the first question
     assistant.generator  # load the model now, not on the first question  # noqa: B018

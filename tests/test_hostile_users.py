@@ -14,6 +14,7 @@ from qa.chunking import Chunk
 from qa.documents import safe_filename
 from qa.errors import DocumentError, IndexBusyError
 from qa.retrieve import Passage
+from tests.conftest import run_qa
 
 EXISTING = "000_6f09b0eae4eaabc4.txt"
 # Each line fetches http://127.0.0.1:9/... in a browser that renders it as Markdown (or HTML), or turns into a link.
@@ -254,3 +255,57 @@ def test_the_upload_status_says_when_a_file_was_saved_under_another_name(assista
     Uploaded.orig_name = "![x](https:127.0.0.1:9).txt"  # a file name is document text too
     status, *_ = upload([Uploaded(new)], progress=lambda *a, **k: None)
     assert_inert(status, f"✅ {Uploaded.orig_name} indexed (1 chunks)")
+
+
+# ---- the UI's login --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "env,args,expected",
+    [
+        ({"QA_UI_PASSWORD": "pw"}, [], "QA_UI_USER and QA_UI_PASSWORD .* QA_UI_PASSWORD is set but QA_UI_USER is not"),
+        ({"QA_UI_USER": "me"}, [], "QA_UI_USER and QA_UI_PASSWORD .* QA_UI_USER is set but QA_UI_PASSWORD is not"),
+        ({}, ["--host", "0.0.0.0"], "--host 0.0.0.0 .* without a login: set QA_UI_USER and QA_UI_PASSWORD, or pass"),
+    ],
+)
+@pytest.mark.server  # `qa ui` (about 10 s of Gradio imports each): left out of `make check`
+def test_the_ui_refuses_to_start_open_by_mistake(tmp_path, env, args, expected):
+    # The corpus does not exist: a UI that got past the check would stop there instead, before any model loads.
+    env = {"QA_VECTORSTORE": str(tmp_path / "index"), "QA_CORPUS": str(tmp_path / "none"), **env}
+    result = run_qa("ui", "--port", "9", *args, env=env, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.fullmatch(f"error: .*{expected}.*", lines[0]), result.stderr
+
+
+@pytest.mark.server  # `qa ui`: left out of `make check`
+def test_a_ui_with_a_login_on_all_addresses_says_where_it_is_reachable(tmp_path):
+    env = {"QA_VECTORSTORE": str(tmp_path / "index"), "QA_CORPUS": str(tmp_path / "none")}
+    result = run_qa("ui", "--port", "9", "--host", "0.0.0.0", env={**env, "QA_UI_USER": "me", "QA_UI_PASSWORD": "pw"})
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and re.match("note: .*reachable from other machines.*0.0.0.0 port 9.*login", lines[0])
+    assert lines[1].startswith("error: corpus folder") and "does not exist" in lines[1]  # got past the check
+
+
+@pytest.mark.parametrize(
+    "host,share,allow,login,expected",
+    [
+        ("127.0.0.1", False, False, False, ""),
+        ("localhost", False, False, False, ""),
+        ("::1", False, False, False, ""),
+        ("192.0.2.7", False, False, False, "error: --host 192.0.2.7 port 9 would let anyone"),
+        ("myhost.example", False, False, False, "error: --host myhost.example port 9 would let anyone"),
+        ("127.0.0.1", True, False, False, "error: a public Gradio share link would let anyone"),
+        ("0.0.0.0", False, True, False, "warning: the UI is reachable from other machines through --host 0.0.0.0"),
+        ("127.0.0.1", True, False, True, "note: the UI is reachable from other machines through a public Gradio"),
+    ],
+)
+def test_which_addresses_need_a_login(settings, host, share, allow, login, expected):
+    from qa.errors import ConfigError
+    from qa.ui import check_access
+
+    if login:
+        settings = settings.replace(ui_user="me", ui_password="pw")
+    try:
+        said = check_access(settings, host, 9, share, allow)
+    except ConfigError as exc:
+        said = f"error: {exc}"
+    assert said.startswith(expected) and bool(said) == bool(expected)
