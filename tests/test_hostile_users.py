@@ -190,6 +190,7 @@ def test_the_streamed_draft_and_the_question_echo_fetch_and_link_nothing(setting
 
 
 @pytest.mark.server  # a web server and a browser: left out of `make check`
+@pytest.mark.server
 def test_in_a_real_browser_a_hostile_answer_and_draft_fetch_nothing(settings):
     """The chat as Chromium renders it (Gradio's own Markdown): no image, no request to the URLs in the text."""
     import socket
