@@ -13,7 +13,7 @@ import sys
 
 from calibrate_prompt import passages_for, sample  # beside this file: Python puts a script's folder on the path
 
-from qa.answer import JUDGE_INSTRUCTION, build_messages, check_answer
+from qa import stages
 from qa.api import Assistant
 
 
@@ -24,9 +24,10 @@ def main(n: int) -> None:
     results = []
     for row, answerable in rows:
         passages = passages_for(row)
-        p = gen.yes_probability(build_messages(row["input"], passages, instruction=JUDGE_INSTRUCTION))
-        raw = gen.generate(build_messages(row["input"], passages), 200)
-        answer = check_answer(row["input"], raw, passages)
+        # the product's own stages; a threshold of 1 keeps the judge's P(yes) whatever it is
+        p = stages.judge(gen, row["input"], passages, threshold=1.0).score
+        raw = "".join(stages.draft(gen, row["input"], passages, 200))
+        answer = stages.verify(row["input"], raw, passages)
         results.append({"answerable": answerable, "checked_declined": answer.abstained, "p_yes": p})
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     n_ans = sum(r["answerable"] for r in results)

@@ -55,6 +55,10 @@ class Answer:
     judge: float | None = None  # the model's P(yes) that the sources state the answer, when it can judge
     model: str = ""
     raw: str = ""  # the model's reply before checking
+    # which stage declined: "relevance" | "judge" | "model" | "checks" (qa.stages); None when answered
+    declined_by: str | None = None
+    # tokens the model read and wrote, per call ("judge", "draft", "rewrite"), in OpenAI's names
+    usage: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -69,6 +73,7 @@ class Answer:
                     "end_line": p.chunk.end_line,
                     "page": p.chunk.page,
                     "score": round(p.score, 6),
+                    "dense": None if p.dense is None else round(p.dense, 4),
                     "text": p.chunk.text,
                 }
                 for p in self.retrieved
@@ -78,7 +83,17 @@ class Answer:
             "standalone_question": self.standalone_question,
             "judge": None if self.judge is None else round(self.judge, 4),
             "model": self.model,
+            "declined_by": self.declined_by,
+            "usage": self.usage,
         }
+
+
+@dataclass
+class Evidence:
+    """The first event of `Assistant.stream`: the passages the model will read, as soon as retrieval is done."""
+
+    passages: list[Passage]
+    seconds: float  # from the question to the passages being ready
 
 
 # ---- prompt --------------------------------------------------------------------------------------------
@@ -456,7 +471,7 @@ def check_answer(question: str, raw: str, passages: list[Passage]) -> Answer:
     answer = Answer(question=question, text="", abstained=False, retrieved=passages, raw=raw)
     reply = raw.strip()
     if not reply or _DECLINE.search(reply):
-        return declined(answer)
+        return declined(answer, "model")
     kept_sentences: list[str] = []
     citation_index: dict[tuple[str, int, int], int] = {}
     # what each passage may support: its text without instruction-like lines (see `evidence`)
@@ -512,7 +527,7 @@ def check_answer(question: str, raw: str, passages: list[Passage]) -> Answer:
     while kept_sentences and not _MARKER.search(kept_sentences[-1]):
         kept_sentences.pop()  # a trailing connective with nothing after it
     if not answer.citations:
-        return declined(answer)
+        return declined(answer, "checks")
     answer.text = " ".join(kept_sentences)
     return answer
 
@@ -524,7 +539,9 @@ def _tidy(text: str) -> str:
     return re.sub(r"\s{2,}", " ", text)
 
 
-def declined(answer: Answer) -> Answer:
+def declined(answer: Answer, by: str) -> Answer:
+    """Make `answer` the explicit decline; `by` names the stage that declined (see qa.stages)."""
+    answer.declined_by = by
     answer.abstained = True
     answer.text = DECLINE_TEXT
     answer.citations = []

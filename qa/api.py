@@ -12,7 +12,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from qa.answer import JUDGE_INSTRUCTION, Answer, build_messages, check_answer, declined
+from qa import stages
+from qa.answer import Answer, Evidence
 from qa.config import Settings, load_settings
 from qa.documents import Document, load_document, safe_filename
 from qa.embeddings import embedding_id
@@ -22,6 +23,13 @@ from qa.retrieve import Retriever, rewrite_question
 from qa.store import Store
 
 History = list[tuple[str, str]]  # earlier (question, answer text) turns of one conversation
+
+
+def _add_usage(usage: dict[str, dict[str, int]], call: str, generator) -> None:
+    """Record the tokens of the generator's last call, for back ends that count them (`last_usage`)."""
+    counted = getattr(generator, "last_usage", None)
+    if counted:
+        usage[call] = dict(counted)
 
 
 @dataclass
@@ -260,10 +268,12 @@ class Assistant:
         history: History | None = None,
         sources: list[str] | None = None,
         top_k: int | None = None,
-    ) -> Iterator[str | Answer]:
-        """Like ask(), but yields the model's text as it is written, then the checked Answer last.
+    ) -> Iterator[Evidence | str | Answer]:
+        """Like ask(), but yields events as they happen: first an Evidence (the passages the model will read, as
+        soon as retrieval is done), then the model's text as it is written (str pieces), then the checked Answer.
 
-        The streamed text is the raw draft: the final Answer may drop sentences or move citations.
+        The streamed text is the raw draft: the final Answer may drop sentences or move citations. The stages
+        (gate -> judge -> draft -> verify) are qa.stages; a decline names its stage in `Answer.declined_by`.
         """
         s = self.settings
         started = time.perf_counter()
@@ -280,39 +290,48 @@ class Assistant:
                     "`qa status` lists them)"
                 )
         timings: dict[str, float] = {}
+        usage: dict[str, dict[str, int]] = {}
         standalone = question
         if history:
             standalone = rewrite_question(self.generator, question, history)
             timings["rewrite"] = time.perf_counter() - started
+            _add_usage(usage, "rewrite", self.generator)
         t = time.perf_counter()
         passages = self.retriever.search(standalone, top_k or s.top_k, sources=sources)
         timings["retrieve"] = time.perf_counter() - t
-        best = max((p.dense for p in passages if p.dense is not None), default=0.0)
-        judge = getattr(self.generator, "yes_probability", None) if best >= s.min_relevance else None
-        p_yes = None
-        if judge and s.judge_threshold > 0:
-            # Before answering, the model judges whether the passages state the answer at all. It shares the
-            # whole prompt but its last line with the answer, so the sources are evaluated once for both.
-            t = time.perf_counter()
-            p_yes = judge(build_messages(standalone, passages, instruction=JUDGE_INSTRUCTION))
-            timings["judge"] = time.perf_counter() - t
-        if best < s.min_relevance or (p_yes is not None and p_yes < s.judge_threshold):
-            # Nothing close enough to the question, or the judge says the passages do not answer it:
-            # decline without an answer, and show the closest passages.
-            answer = declined(Answer(question=question, text="", abstained=True, retrieved=passages))
+        timings["evidence"] = time.perf_counter() - started
+        yield Evidence(passages, timings["evidence"])  # the user sees what will be read before the model starts
+
+        answer: Answer | None = None
+        gated = stages.gate(passages, s.min_relevance)
+        verdict = stages.Verdict(True)
+        if not gated.passed:
+            answer = stages.decline(question, passages, "relevance")
         else:
             t = time.perf_counter()
+            verdict = stages.judge(self.generator, standalone, passages, s.judge_threshold)
+            if verdict.score is not None:
+                timings["judge"] = time.perf_counter() - t
+                _add_usage(usage, "judge", self.generator)
+            if not verdict.passed:
+                answer = stages.decline(question, passages, "judge")
+        if answer is None:
+            t = time.perf_counter()
             pieces: list[str] = []
-            for piece in self.generator.stream(build_messages(standalone, passages), s.llm_max_tokens):
+            for piece in stages.draft(self.generator, standalone, passages, s.llm_max_tokens):
                 if not pieces:
                     timings["first_token"] = time.perf_counter() - started
                 pieces.append(piece)
                 yield piece
             timings["generate"] = time.perf_counter() - t
-            answer = check_answer(question, "".join(pieces), passages)
-        answer.model = self.generator.name if best >= s.min_relevance else ""
-        answer.judge = p_yes
+            _add_usage(usage, "draft", self.generator)
+            t = time.perf_counter()
+            answer = stages.verify(question, "".join(pieces), passages)
+            timings["verify"] = time.perf_counter() - t
+        answer.model = self.generator.name if gated.passed else ""
+        answer.judge = verdict.score
         answer.standalone_question = standalone if history else ""
+        answer.usage = usage
         timings["total"] = time.perf_counter() - started
         answer.timings = timings
         yield answer

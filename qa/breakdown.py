@@ -22,6 +22,12 @@ from pathlib import Path
 def stage(item: dict, threshold: float) -> str:
     if not item["abstained"]:
         return "answered"
+    named = item.get("declined_by")  # every answer object names its stage (qa.stages); older files did not
+    if named:
+        return {"relevance": "declined by the gate", "judge": "declined by the judge"}.get(
+            named,
+            "declined by the checks",  # "model" (the draft itself declined) and "checks"
+        )
     if "generate" in item["timings"]:
         return "declined by the checks"
     if item.get("judge") is not None and item["judge"] < threshold:

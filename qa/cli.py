@@ -188,8 +188,23 @@ def print_answer(answer, out=sys.stdout) -> None:
         print(f"  (removed, not supported by the documents: {sentence})", file=out)
 
 
+def print_evidence(evidence) -> None:
+    """The passages the model is about to read, on stderr, so stdout stays the answer."""
+    n = len(evidence.passages)
+    print(f"Reading {n} passage{'s' * (n != 1)} ({evidence.seconds:.2f}s):", file=sys.stderr)
+    for p in evidence.passages:
+        print(f"  {p.chunk.location}", file=sys.stderr)
+
+
 def cmd_ask(args, assistant) -> int:
-    answer = assistant.ask(args.question, sources=args.sources)
+    from qa.answer import Answer, Evidence
+
+    answer = None
+    for event in assistant.stream(args.question, sources=args.sources):
+        if isinstance(event, Evidence) and not args.json:
+            print_evidence(event)  # the sources first, seconds before the model has read them
+        elif isinstance(event, Answer):
+            answer = event
     if args.json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
     else:
@@ -199,7 +214,7 @@ def cmd_ask(args, assistant) -> int:
 
 
 def cmd_chat(args, assistant) -> int:
-    from qa.answer import Answer
+    from qa.answer import Answer, Evidence
     from qa.errors import QuestionError
 
     print(
@@ -219,6 +234,8 @@ def cmd_chat(args, assistant) -> int:
             for event in assistant.stream(question, history, args.sources):
                 if isinstance(event, Answer):
                     answer = event
+                elif isinstance(event, Evidence):
+                    print_evidence(event)
                 else:
                     draft.append(event)
                     print(event, end="", flush=True)

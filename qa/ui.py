@@ -16,7 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from qa.answer import Answer
+from qa.answer import Answer, Evidence
 from qa.api import Assistant
 from qa.errors import ConfigError, QAError
 
@@ -111,6 +111,19 @@ def sources_html(answer: Answer | None, show_retrieved: bool = False) -> str:
     return "\n".join(parts) or "<p>No sources.</p>"
 
 
+def evidence_html(passages) -> str:
+    """The passages the model is about to read, shown while it reads them (escaped like every document text)."""
+    parts = ["<p><b>Reading these passages</b> (rank order):</p>"]
+    for p in passages:
+        ch = p.chunk
+        where = html.escape(_where(ch.source, ch.start_line, ch.end_line, ch.page))
+        parts.append(
+            f'<div class="cite retrieved"><span class="where">{where}</span>'
+            f"<blockquote>{html.escape(ch.text)}</blockquote></div>"
+        )
+    return "\n".join(parts) if passages else "<p>No passage matched the question.</p>"
+
+
 def document_html(assistant: Assistant, source: str, start: int, end: int) -> str:
     doc = assistant.document(source)
     rows = []
@@ -131,12 +144,23 @@ def build_app(assistant: Assistant) -> gr.Blocks:
     def respond(message, chat, history, top_k, show_retrieved):
         chat = list(chat or [])
         chat.append({"role": "user", "content": inert(message or "")})
+
+        def status(text: str, panel=None):
+            # the question shows at once; then what qa is doing, until the draft starts
+            bubble = {"role": "assistant", "content": f"_{text}_"}
+            return chat + [bubble], history, gr.update() if panel is None else panel, gr.update(), ""
+
+        yield status("searching the documents…")
         try:
             draft = ""
             for event in assistant.stream(message, history, top_k=int(top_k)):
                 if isinstance(event, Answer):
                     answer = event
                     break
+                if isinstance(event, Evidence):
+                    n = len(event.passages)
+                    yield status(f"reading {n} passage{'s' * (n != 1)}…", evidence_html(event.passages))
+                    continue
                 draft += event
                 yield (
                     chat + [{"role": "assistant", "content": inert(draft) + " ▌"}],

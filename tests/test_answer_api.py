@@ -41,7 +41,7 @@ def test_an_openai_compatible_server_answers_with_checked_citations(server, sett
     assistant.ingest()
     events = list(assistant.stream("How many members of the MEK did Albania offer to take in?"))
     answer = events[-1]
-    assert len(events) > 2, "the endpoint's answer streams in pieces"
+    assert sum(isinstance(e, str) for e in events) > 1, "the endpoint's answer streams in pieces"
     assert answer.model == f"openai:qwen-1.5b@{server}"
     assert not answer.abstained and "210" in answer.text
     assert answer.citations and all(c.quote in (SEEDS / c.source).read_text() for c in answer.citations)

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from qa.answer import DECLINE_TEXT, Answer
+from qa.answer import DECLINE_TEXT, Answer, Evidence
 from qa.errors import QuestionError
 from tests.fakes import HashEmbedder, ScriptedChat, ScriptedGenerator, UnscriptedCall, split_pieces
 
@@ -235,7 +235,8 @@ def test_stream_yields_the_draft_pieces_then_the_checked_answer(index):
         events = list(assistant.stream(KINDS))
     finally:
         assistant.store.close()
-    *pieces, last = events
+    first, *pieces, last = events
+    assert isinstance(first, Evidence) and first.passages == last.retrieved  # the passages come first
     assert all(isinstance(p, str) for p in pieces) and len(pieces) >= 2
     assert "".join(pieces) == reply  # the raw draft, streamed as written
     assert isinstance(last, Answer) and not last.abstained
@@ -248,7 +249,8 @@ def test_a_declined_stream_yields_only_the_answer(index):
         events = list(assistant.stream(OFF_TOPIC))
     finally:
         assistant.store.close()
-    assert len(events) == 1 and isinstance(events[0], Answer) and events[0].abstained
+    assert [type(e) for e in events] == [Evidence, Answer] and events[1].abstained
+    assert events[1].declined_by == "relevance"
 
 
 # ---- the JSON contract (README, "Contracts") ------------------------------------------------------------------

@@ -133,6 +133,7 @@ class LlamaCppGenerator:
         # One llama.cpp context cannot serve two requests at once; callers queue here.
         self.lock = threading.Lock()
         self._formatter = None
+        self.last_usage: dict[str, int] | None = None  # tokens read and written by the last call
 
     @classmethod
     def shared(cls, settings: Settings) -> LlamaCppGenerator:
@@ -153,9 +154,17 @@ class LlamaCppGenerator:
                     stream=True,
                     top_k=1 if temperature == 0 else 40,
                 )
+                try:
+                    prompt = len(self._prompt_tokens(messages))
+                except GeneratorError:  # a GGUF without a chat template: llama-cpp-python formats it its own way
+                    prompt = 0
+                written = 0
+                self.last_usage = {"prompt_tokens": prompt, "completion_tokens": 0}
                 for piece in pieces:
                     text = piece["choices"][0]["delta"].get("content")
                     if text:
+                        written += 1  # llama-cpp-python streams one token's text per piece
+                        self.last_usage["completion_tokens"] = written
                         yield text
             except ValueError as exc:  # e.g. prompt longer than the context window
                 raise GeneratorError(f"local model failed: {exc}") from None
@@ -170,6 +179,30 @@ class LlamaCppGenerator:
         generated, so llama.cpp's KV cache holds all but the last few tokens and the judgement costs ~1 s.
         """
         import numpy as np
+
+        llm = self.llm
+        tokens = self._prompt_tokens(messages)
+        if len(tokens) >= llm.n_ctx():
+            raise GeneratorError(
+                f"the prompt is {len(tokens):,} tokens, more than the model's context window "
+                f"(llm_ctx {llm.n_ctx():,}): use fewer passages (top_k) or a larger llm_ctx"
+            )
+        self.last_usage = {"prompt_tokens": len(tokens), "completion_tokens": 1}
+        with self.lock:
+            cached = llm.input_ids[: llm.n_tokens].tolist()
+            shared = 0
+            for a, b in zip(cached, tokens, strict=False):
+                if a != b:
+                    break
+                shared += 1
+            llm.n_tokens = min(shared, len(tokens) - 1)  # eval() drops the cache past n_tokens
+            llm.eval(tokens[llm.n_tokens :])
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
+        yes, no = (np.exp(logits[ids] - logits.max()).sum() for ids in self._yes_no)
+        return float(yes / (yes + no)) if yes + no > 0 else 0.5
+
+    def _prompt_tokens(self, messages: list[Message]) -> list[int]:
+        """The tokens llama.cpp reads for `messages`: the GGUF's chat template applied, then tokenised."""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         llm = self.llm
@@ -188,21 +221,4 @@ class LlamaCppGenerator:
                 for words in (("yes", "Yes", " yes", " Yes"), ("no", "No", " no", " No"))
             ]
         formatted = self._formatter(messages=messages)
-        tokens = llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)
-        if len(tokens) >= llm.n_ctx():
-            raise GeneratorError(
-                f"the prompt is {len(tokens):,} tokens, more than the model's context window "
-                f"(llm_ctx {llm.n_ctx():,}): use fewer passages (top_k) or a larger llm_ctx"
-            )
-        with self.lock:
-            cached = llm.input_ids[: llm.n_tokens].tolist()
-            shared = 0
-            for a, b in zip(cached, tokens, strict=False):
-                if a != b:
-                    break
-                shared += 1
-            llm.n_tokens = min(shared, len(tokens) - 1)  # eval() drops the cache past n_tokens
-            llm.eval(tokens[llm.n_tokens :])
-            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
-        yes, no = (np.exp(logits[ids] - logits.max()).sum() for ids in self._yes_no)
-        return float(yes / (yes + no)) if yes + no > 0 else 0.5
+        return llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)

@@ -11,6 +11,8 @@ from qa.config import Settings
 from qa.errors import GeneratorError
 from qa.generators.base import Message
 
+_USAGE = ("prompt_tokens", "completion_tokens")
+
 
 class OpenAICompatGenerator:
     def __init__(self, settings: Settings):
@@ -18,6 +20,7 @@ class OpenAICompatGenerator:
         self.model = settings.llm_model
         self.name = f"openai:{self.model}@{self.base_url}"
         self.timeout = settings.llm_timeout
+        self.last_usage: dict[str, int] | None = None
         headers = {"Authorization": f"Bearer {settings.llm_api_key}"} if settings.llm_api_key else {}
         # The timeout bounds connecting and every wait for the next byte, so a dead endpoint never hangs us.
         self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10)))
@@ -29,10 +32,13 @@ class OpenAICompatGenerator:
             "max_tokens": max_tokens,
             "temperature": temperature,
             "stream": stream,
+            # the last event then carries the token counts (OpenAI, vLLM, llama.cpp's server; others ignore it)
+            **({"stream_options": {"include_usage": True}} if stream else {}),
         }
 
     def stream(self, messages: list[Message], max_tokens: int, temperature: float = 0.0) -> Iterator[str]:
         url = f"{self.base_url}/chat/completions"
+        self.last_usage = None
         answering = False  # the endpoint accepted the request: a failure from here on is a broken-off answer
         finished = False  # "[DONE]" or a finish_reason arrived: the answer is whole
         try:
@@ -49,8 +55,13 @@ class OpenAICompatGenerator:
                         finished = True
                         break
                     try:
-                        choice = json.loads(data)["choices"][0]
-                    except (ValueError, KeyError, IndexError):
+                        event = json.loads(data)
+                        if event.get("usage"):
+                            self.last_usage = {k: int(event["usage"].get(k) or 0) for k in _USAGE}
+                        if not event.get("choices"):
+                            continue  # the usage-only event of include_usage
+                        choice = event["choices"][0]
+                    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
                         raise GeneratorError(f"model endpoint {url} sent an unreadable stream event") from None
                     finished = finished or bool(choice.get("finish_reason"))
                     text = (choice.get("delta") or {}).get("content")

@@ -1,0 +1,65 @@
+"""The answer stages, in the order they run: gate -> judge -> draft -> verify.
+
+Each is a small function of its inputs with one output, so the product (`Assistant.stream`), the evaluation
+breakdown and the calibration scripts run the same code. A decline names the stage that made it
+(`Answer.declined_by`):
+
+- `relevance`: no passage is close enough to the question (best dense cosine below `min_relevance`); the model
+  never ran;
+- `judge`: the model's probability that the passages state the answer is below `judge_threshold`;
+- `model`: the model's own draft says the documents don't say;
+- `checks`: the draft said something, but no sentence of it is supported by the passage it cites.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from qa.answer import JUDGE_INSTRUCTION, Answer, build_messages, check_answer, declined
+from qa.generators.base import Generator, can_judge
+from qa.retrieve import Passage
+
+DECLINED_BY = ("relevance", "judge", "model", "checks")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a deciding stage concluded, and the number it looked at."""
+
+    passed: bool
+    score: float | None = None
+
+
+def gate(passages: list[Passage], min_relevance: float) -> Verdict:
+    """Is any passage about the question at all? Cheap, and keeps off-topic questions away from the model."""
+    best = max((p.dense for p in passages if p.dense is not None), default=0.0)
+    return Verdict(best >= min_relevance, best)
+
+
+def judge(generator: Generator, question: str, passages: list[Passage], threshold: float) -> Verdict:
+    """Does the model think the passages state the answer? Skipped (passes) for a generator that cannot judge
+    or a threshold of 0.
+
+    The judge's prompt is the answer's prompt with a yes/no instruction last, so llama.cpp evaluates the passages
+    once for both (its KV cache keeps the shared prefix).
+    """
+    if threshold <= 0 or not can_judge(generator):
+        return Verdict(True, None)
+    p_yes = generator.yes_probability(build_messages(question, passages, instruction=JUDGE_INSTRUCTION))
+    return Verdict(p_yes >= threshold, p_yes)
+
+
+def draft(generator: Generator, question: str, passages: list[Passage], max_tokens: int) -> Iterator[str]:
+    """The model's answer as it writes it: unchecked text with [n] markers."""
+    return generator.stream(build_messages(question, passages), max_tokens)
+
+
+def verify(question: str, raw: str, passages: list[Passage]) -> Answer:
+    """Keep only what the passages support, with verbatim quotes; see qa.answer.check_answer."""
+    return check_answer(question, raw, passages)
+
+
+def decline(question: str, passages: list[Passage], by: str) -> Answer:
+    """An explicit "The documents don't say.", showing the closest passages."""
+    return declined(Answer(question=question, text="", abstained=True, retrieved=passages), by)
