@@ -15,7 +15,7 @@ from typing import Any
 from qa import stages
 from qa.answer import Answer, Evidence
 from qa.config import Settings, load_settings
-from qa.documents import Document, load_document, safe_filename
+from qa.documents import Document, load_document, safe_filename, type_counts
 from qa.embeddings import embedding_id
 from qa.errors import CorpusError, DocumentError, IndexBusyError, QuestionError
 from qa.ingest import IngestReport, chunking_signature, ingest
@@ -113,7 +113,9 @@ class Assistant:
             shutil.rmtree(legacy, ignore_errors=True)
 
     def status(self) -> dict:
-        return self.store.stats()
+        stats = self.store.stats()
+        stats["types"] = type_counts(d["source"] for d in self.documents())  # {"PDF": 3, "Word document": 1}
+        return stats
 
     def add_document(
         self,

@@ -165,6 +165,8 @@ def cmd_status(args, assistant) -> int:
         print(json.dumps({**stats, "documents": docs}, indent=2))
         return 0
     for key, value in stats.items():
+        if key == "types":
+            value = ", ".join(f"{n} {name}" for name, n in value.items()) or "none"
         print(f"{key:12} {value}")
     for d in docs:
         print(f"  {d['source']}  ({d['chunks']} chunks)")

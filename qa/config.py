@@ -17,7 +17,15 @@ from typing import Any
 
 from qa.errors import ConfigError
 
-SUPPORTED_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
+
+def __getattr__(name: str) -> Any:
+    # SUPPORTED_SUFFIXES comes from the loader registry (qa.documents.FILE_TYPES), looked up on first use so that
+    # qa.documents can import this module.
+    if name == "SUPPORTED_SUFFIXES":
+        from qa.documents import SUPPORTED_SUFFIXES
+
+        return SUPPORTED_SUFFIXES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)

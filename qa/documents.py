@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import ftfy
 
-from qa.config import SUPPORTED_SUFFIXES
 from qa.errors import CorpusError, DocumentError
 
 
@@ -109,7 +110,15 @@ def _first_line_title(text: str) -> str:
     return ""
 
 
-def load_text(path: Path, source: str) -> Document:
+@dataclass(frozen=True)
+class LoadOptions:
+    """What a loader may be asked beyond the file: OCR on or off, and where to report slow progress."""
+
+    ocr: bool = True
+    progress: Callable[[str], None] | None = None  # one short line, e.g. "report.pdf: OCR page 3 of 12"
+
+
+def load_text(path: Path, source: str, options: LoadOptions = LoadOptions()) -> Document:
     text = decode_bytes(_read_bytes(path, source), source)
     if not text.strip():
         raise DocumentError(source, "no text left after cleaning")
@@ -169,7 +178,7 @@ _BLOCK_TAGS = {
 }
 
 
-def load_html(path: Path, source: str) -> Document:
+def load_html(path: Path, source: str, options: LoadOptions = LoadOptions()) -> Document:
     from bs4 import BeautifulSoup, Comment, Doctype, NavigableString, ProcessingInstruction
 
     raw = decode_bytes(_read_bytes(path, source), source)
@@ -211,7 +220,7 @@ def load_html(path: Path, source: str) -> Document:
     return Document(source, text, title or _first_line_title(text), line_map, [(0, len(text), None)])
 
 
-def load_pdf(path: Path, source: str) -> Document:
+def load_pdf(path: Path, source: str, options: LoadOptions = LoadOptions()) -> Document:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
@@ -261,16 +270,82 @@ def _read_bytes(path: Path, source: str) -> bytes:
         raise DocumentError(source, f"cannot read ({exc.strerror or exc})") from None
 
 
-def load_document(path: Path, source: str) -> Document:
+# ---- the registry: one entry per kind of file ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileType:
+    """One kind of document: its suffixes, its loader, and what a citation into it points at."""
+
+    name: str  # shown to people: "PDF", "Word document"
+    suffixes: tuple[str, ...]
+    loader: Callable[[Path, str, LoadOptions], Document]
+    cited: str  # what "page" and "lines" mean in a citation of this type
+    library: str  # what reads it
+    limits: str  # what that reader does not handle
+
+
+# Adding a type is one entry here plus its loader. The suffix list, the upload label, error messages, `qa status`
+# and the README's table of types all come from this table (tests/test_documents.py checks the README).
+FILE_TYPES: tuple[FileType, ...] = (
+    FileType(
+        "Plain text",
+        (".txt",),
+        load_text,
+        "lines of the file",
+        "built in (BOM / UTF-16 / UTF-8 / cp1252 detection, ftfy repairs mojibake)",
+        "other legacy encodings (Shift-JIS, KOI8-R) are read as cp1252",
+    ),
+    FileType(
+        "Markdown",
+        (".md", ".markdown"),
+        load_text,
+        "lines of the file",
+        "read as plain text",
+        "markup stays in the text as written",
+    ),
+    FileType(
+        "HTML",
+        (".html", ".htm"),
+        load_html,
+        "lines of the file (the line of each block's element)",
+        "BeautifulSoup; navigation, scripts, headers and footers dropped",
+        "text that scripts add when the page runs",
+    ),
+    FileType(
+        "PDF",
+        (".pdf",),
+        load_pdf,
+        "page, and lines of that page",
+        "pypdf",
+        "encrypted PDFs that need a password",
+    ),
+)
+FILE_TYPE_BY_SUFFIX: dict[str, FileType] = {suffix: t for t in FILE_TYPES for suffix in t.suffixes}
+SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(FILE_TYPE_BY_SUFFIX)
+
+
+def supported_list(sep: str = ", ") -> str:
+    """The suffixes as people read them: '.txt, .md, .markdown, ...'."""
+    return sep.join(SUPPORTED_SUFFIXES)
+
+
+def file_type(source: str) -> FileType | None:
+    return FILE_TYPE_BY_SUFFIX.get(Path(source).suffix.lower())
+
+
+def type_counts(sources: Iterable[str]) -> dict[str, int]:
+    """How many of `sources` are of each type, by type name, most first: {"PDF": 3, "Plain text": 2}."""
+    counts = Counter(t.name for t in map(file_type, sources) if t)
+    return dict(counts.most_common())
+
+
+def load_document(path: Path, source: str, ocr: bool = True, progress: Callable[[str], None] | None = None) -> Document:
     """Load one supported file; its type comes from the name `source`. Raises DocumentError naming the file."""
-    suffix = Path(source).suffix.lower()
-    if suffix == ".pdf":
-        return load_pdf(path, source)
-    if suffix in (".html", ".htm"):
-        return load_html(path, source)
-    if suffix in SUPPORTED_SUFFIXES:
-        return load_text(path, source)
-    raise DocumentError(source, f"unsupported file type '{suffix}'")
+    kind = file_type(source)
+    if kind is None:
+        raise DocumentError(source, f"unsupported file type '{Path(source).suffix.lower()}' (use {supported_list()})")
+    return kind.loader(path, source, LoadOptions(ocr=ocr, progress=progress))
 
 
 @dataclass
@@ -317,7 +392,7 @@ def scan_corpus(root: Path, max_bytes: int) -> list[CorpusFile]:
                 entry.problem = f"cannot read ({exc.strerror or exc})"
             found.append(entry)
     if not found:
-        raise CorpusError(f"corpus folder {root} has no .txt, .md, .html or .pdf files")
+        raise CorpusError(f"corpus folder {root} has no supported files ({supported_list()})")
     return found
 
 
@@ -332,7 +407,7 @@ def safe_filename(name: str) -> str:
     if not base or base in (".", ".."):
         raise DocumentError(name, "not a usable file name")
     if Path(base).suffix.lower() not in SUPPORTED_SUFFIXES:
-        raise DocumentError(base, f"unsupported file type (use {', '.join(SUPPORTED_SUFFIXES)})")
+        raise DocumentError(base, f"unsupported file type (use {supported_list()})")
     return fit_filename(base)
 
 

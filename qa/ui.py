@@ -18,6 +18,7 @@ import gradio as gr
 
 from qa.answer import Answer, Evidence
 from qa.api import Assistant
+from qa.documents import supported_list
 from qa.errors import ConfigError, QAError
 
 EXAMPLES = [
@@ -266,7 +267,7 @@ def build_app(assistant: Assistant) -> gr.Blocks:
                 cited = gr.Dropdown(label="Open a cited document at that place", choices=[], elem_id="open-doc")
                 viewer = gr.HTML("", elem_id="doc-view")
         with gr.Accordion("Documents", open=False, elem_id="documents"):
-            uploader = gr.File(label="Add documents (.txt .md .html .pdf)", file_count="multiple", elem_id="upload")
+            uploader = gr.File(label=f"Add documents ({supported_list(' ')})", file_count="multiple", elem_id="upload")
             upload_status = gr.Markdown(elem_id="upload-status")
             table = gr.Dataframe(
                 documents_table(), headers=["document", "chunks"], interactive=False, elem_id="doc-table"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from qa.chunking import chunk_document
-from qa.documents import load_document, scan_corpus
+from qa.documents import FILE_TYPES, SUPPORTED_SUFFIXES, load_document, safe_filename, scan_corpus
 from qa.errors import CorpusError, DocumentError
-from tests.conftest import SEEDS
+from tests.conftest import ROOT, SEEDS
 from tests.pdfgen import write_pdf
 
 ARTICLE = "The committee met on Tuesday.\nIt approved the budget of 4,200 euros.\nMembers voted 7 to 2.\n"
@@ -140,7 +140,7 @@ def test_missing_and_empty_corpus_folders_are_clear_errors(tmp_path):
     with pytest.raises(CorpusError, match="does not exist"):
         scan_corpus(tmp_path / "nope", 10**6)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CorpusError, match="no .txt, .md, .html or .pdf files"):
+    with pytest.raises(CorpusError, match=r"no supported files \(\.txt, \.md, "):
         scan_corpus(tmp_path / "empty", 10**6)
 
 
@@ -180,3 +180,21 @@ def test_chunks_have_exact_positions_and_stable_ids():
         covered.update(range(c.start_char, c.end_char))
     assert all(i in covered for i, ch in enumerate(doc.text) if not ch.isspace())
     assert sum(c.text.rstrip().endswith((".", '"', "”", "?")) for c in chunks) >= len(chunks) * 0.6
+
+
+def test_one_registry_gives_the_suffixes_the_errors_and_the_readme_table(tmp_path):
+    import qa.config
+
+    assert qa.config.SUPPORTED_SUFFIXES == SUPPORTED_SUFFIXES == tuple(s for t in FILE_TYPES for s in t.suffixes)
+    with pytest.raises(DocumentError) as err:
+        safe_filename("notes.xyz")
+    assert str(err.value) == f"notes.xyz: unsupported file type (use {', '.join(SUPPORTED_SUFFIXES)})"
+    (tmp_path / "notes.xyz").write_text("text")
+    with pytest.raises(DocumentError, match=r"notes.xyz: unsupported file type '.xyz' \(use .txt, "):
+        load(tmp_path / "notes.xyz")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("| type | suffixes | cited as |") :]
+    rows = table[: table.index("\n\n")].splitlines()[2:]
+    assert len(rows) == len(FILE_TYPES), "one README row per registered type"
+    for kind, row in zip(FILE_TYPES, rows, strict=True):
+        assert row.startswith(f"| {kind.name} | ") and all(f"`{s}`" in row.split("|")[2] for s in kind.suffixes), row
