@@ -34,6 +34,10 @@ class StoreUnavailableError(QAError):
     """The Chroma server cannot be reached."""
 
 
+class StorageError(QAError):
+    """The index folder cannot be used as it is: not a folder, read-only, full disk, damaged (names the path)."""
+
+
 class GeneratorError(QAError):
     """The answering model failed: missing weights, unreachable endpoint, timeout."""
 
