@@ -179,9 +179,18 @@ _BLOCK_TAGS = {
 
 
 def load_html(path: Path, source: str, options: LoadOptions = LoadOptions()) -> Document:
+    raw = decode_bytes(_read_bytes(path, source), source)
+    title, blocks = html_blocks(raw, source)
+    text = "\n".join(line for _, line in blocks)
+    if not text.strip():
+        raise DocumentError(source, "no text found in HTML")
+    return Document(source, text, title or _first_line_title(text), [n for n, _ in blocks], [(0, len(text), None)])
+
+
+def html_blocks(raw: str, source: str) -> tuple[str, list[tuple[int, str]]]:
+    """The <title> and the article text of an HTML page as (source line of the block's element, cleaned text)."""
     from bs4 import BeautifulSoup, Comment, Doctype, NavigableString, ProcessingInstruction
 
-    raw = decode_bytes(_read_bytes(path, source), source)
     try:
         soup = BeautifulSoup(raw, "html.parser")
         title_tag = soup.find("title")
@@ -208,16 +217,12 @@ def load_html(path: Path, source: str, options: LoadOptions = LoadOptions()) -> 
             blocks[-1][1].append(piece)
     except RecursionError:
         raise DocumentError(source, "HTML nested too deeply to parse") from None
-    lines, line_map = [], []
+    out = []
     for line_no, pieces in blocks:
         text = clean_text("".join(pieces).strip())
         if text.strip():
-            lines.append(text)
-            line_map.append(line_no)
-    text = "\n".join(lines)
-    if not text.strip():
-        raise DocumentError(source, "no text found in HTML")
-    return Document(source, text, title or _first_line_title(text), line_map, [(0, len(text), None)])
+            out.append((line_no, text))
+    return title, out
 
 
 def load_pdf(path: Path, source: str, options: LoadOptions = LoadOptions()) -> Document:
@@ -255,6 +260,269 @@ def load_pdf(path: Path, source: str, options: LoadOptions = LoadOptions()) -> D
     if not text.strip():
         raise DocumentError(source, "PDF has no extractable text (scanned images?)")
     return Document(source, text, str(meta_title)[:200] or _first_line_title(text), line_map, sections)
+
+
+# ---- office documents and e-books (zip packages of XML) -------------------------------------------------------
+
+# A package is refused when its parts would unpack to more than this: a document of a few MB whose images unpack to
+# gigabytes (a decompression bomb, or a huge uncompressed picture) would otherwise fill memory while it is parsed.
+MAX_UNPACKED_BYTES = 512 * 1024 * 1024
+_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the container of encrypted Office files and of .doc/.ppt
+
+
+def _open_package(data: bytes, source: str, what: str):
+    """`data` as a zip file, after the checks every zip-based format shares. Raises DocumentError with the reason."""
+    import io
+    import zipfile
+
+    if not data.strip():
+        raise DocumentError(source, "empty file")
+    if data.startswith(_OLE_MAGIC):
+        raise DocumentError(
+            source,
+            f"password-protected, or an old binary file renamed to {Path(source).suffix.lower()} "
+            "(remove the password, or save it again in the new format)",
+        )
+    try:
+        package = zipfile.ZipFile(io.BytesIO(data))
+        members = package.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        raise DocumentError(source, f"corrupt {what} (not a readable zip archive)") from None
+    total = sum(m.file_size for m in members)
+    if total > MAX_UNPACKED_BYTES:
+        biggest = max(members, key=lambda m: m.file_size)
+        raise DocumentError(
+            source,
+            f"unpacks to {total / 1e6:,.0f} MB (largest part {biggest.filename}, {biggest.file_size / 1e6:,.0f} MB), "
+            f"over the {MAX_UNPACKED_BYTES / 1e6:,.0f} MB qa reads; not indexed",
+        )
+    return package
+
+
+def _parse_failure(source: str, what: str, exc: BaseException) -> DocumentError:
+    return DocumentError(source, f"corrupt {what} ({type(exc).__name__}: {str(exc)[:80]})")
+
+
+def _one_line(text: str) -> str:
+    """A paragraph as one line of clean text (soft line breaks and tabs become spaces)."""
+    return clean_text(re.sub(r"\s+", " ", text)).strip()
+
+
+def _paragraphs_document(source: str, title: str, paragraphs: Iterable[str], what: str) -> Document:
+    """A document cited by paragraph: line N is the N-th non-empty paragraph."""
+    lines = [p for p in map(_one_line, paragraphs) if p]
+    text = "\n".join(lines)
+    if not text.strip():
+        raise DocumentError(source, f"no text found in {what}")
+    return Document(
+        source,
+        text,
+        (title or "").strip()[:200] or _first_line_title(text),
+        list(range(1, len(lines) + 1)),
+        [(0, len(text), None)],
+    )
+
+
+def _pages_document(source: str, title: str, pages: list[tuple[int, list[str]]], what: str) -> Document:
+    """A document cited by page (slide, chapter): each page a section, line N the N-th non-empty line of it."""
+    parts, line_map, sections, offset = [], [], [], 0
+    for page_no, page_lines in pages:
+        lines = [p for p in map(_one_line, page_lines) if p]
+        if not lines:
+            continue
+        page_text = "\n".join(lines)
+        parts.append(page_text)
+        line_map.extend(range(1, len(lines) + 1))
+        sections.append((offset, offset + len(page_text), page_no))
+        offset += len(page_text) + 1
+    text = "\n".join(parts)
+    if not text.strip():
+        raise DocumentError(source, f"no text found in {what}")
+    return Document(source, text, (title or "").strip()[:200] or _first_line_title(text), line_map, sections)
+
+
+def _row_text(cells: Iterable[str]) -> str:
+    return " | ".join(c for c in (_one_line(c) for c in cells) if c)
+
+
+def load_docx(path: Path, source: str, options: LoadOptions = LoadOptions()) -> Document:
+    """Word: body paragraphs, headings and tables in reading order; a table row is one paragraph (cells ' | ')."""
+    import io
+
+    _open_package(data := _read_bytes(path, source), source, "Word document")
+    try:
+        import docx
+        from docx.table import Table
+
+        word = docx.Document(io.BytesIO(data))
+        paragraphs = []
+        for block in word.iter_inner_content():
+            if isinstance(block, Table):
+                paragraphs.extend(_docx_table_rows(block))
+            else:
+                paragraphs.append(block.text)
+        title = word.core_properties.title or ""
+    except DocumentError:
+        raise
+    except Exception as exc:  # python-docx and lxml raise many types for a broken package
+        raise _parse_failure(source, "Word document", exc) from None
+    return _paragraphs_document(source, title, paragraphs, "the Word document")
+
+
+def _docx_table_rows(table) -> list[str]:
+    rows = []
+    for row in table.rows:
+        seen, cells = set(), []
+        for cell in row.cells:  # a merged cell is listed once per grid column it spans
+            if id(cell._tc) in seen:
+                continue
+            seen.add(id(cell._tc))
+            cells.append(" ".join(p.text for p in cell.paragraphs))
+            for inner in cell.tables:
+                cells.extend(_docx_table_rows(inner))
+        rows.append(_row_text(cells))
+    return rows
+
+
+def load_pptx(path: Path, source: str, options: LoadOptions = LoadOptions()) -> Document:
+    """PowerPoint: each slide's text (shapes top to bottom, left to right; tables by row), then its notes."""
+    import io
+
+    _open_package(data := _read_bytes(path, source), source, "PowerPoint file")
+    try:
+        from pptx import Presentation
+
+        deck = Presentation(io.BytesIO(data))
+        pages = []
+        for number, slide in enumerate(deck.slides, start=1):
+            lines: list[str] = []
+            for shape in _reading_order(slide.shapes):
+                _pptx_shape_lines(shape, lines)
+            if slide.has_notes_slide and slide.notes_slide.notes_text_frame is not None:
+                lines.extend(slide.notes_slide.notes_text_frame.text.splitlines())
+            pages.append((number, lines))
+        title = deck.core_properties.title or ""
+    except DocumentError:
+        raise
+    except Exception as exc:
+        raise _parse_failure(source, "PowerPoint file", exc) from None
+    return _pages_document(source, title, pages, "the slides")
+
+
+def _reading_order(shapes):
+    return sorted(shapes, key=lambda s: (s.top or 0, s.left or 0))
+
+
+def _pptx_shape_lines(shape, lines: list[str]) -> None:
+    if getattr(shape, "shapes", None) is not None and shape.shape_type is not None and not shape.has_text_frame:
+        for inner in _reading_order(shape.shapes):  # a group
+            _pptx_shape_lines(inner, lines)
+        return
+    if shape.has_text_frame:
+        lines.extend(p.text for p in shape.text_frame.paragraphs)
+    if getattr(shape, "has_table", False) and shape.has_table:
+        lines.extend(_row_text(cell.text for cell in row.cells) for row in shape.table.rows)
+
+
+def load_epub(path: Path, source: str, options: LoadOptions = LoadOptions()) -> Document:
+    """EPUB: the chapters (XHTML files) in reading (spine) order, each cleaned like an HTML page."""
+    import io
+    import warnings
+
+    package = _open_package(data := _read_bytes(path, source), source, "EPUB")
+    names = set(package.namelist())
+    if "META-INF/encryption.xml" in names:
+        encrypted = package.read("META-INF/encryption.xml").decode("utf-8", "replace")
+        if re.search(r'URI="[^"]+\.x?html?"', encrypted):  # fonts are often obfuscated; text means DRM
+            raise DocumentError(source, "DRM-protected EPUB (its chapters are encrypted)")
+    try:
+        from ebooklib import epub
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            book = epub.read_epub(io.BytesIO(data), {"ignore_ncx": True})
+        chapters = []
+        for idref, *_ in book.spine:
+            item = book.get_item_with_id(idref)
+            if item is None or not item.media_type.endswith(("html", "xml")):
+                continue
+            content = item.get_content().decode("utf-8", "replace")
+            _, blocks = html_blocks(content, source)
+            if blocks:
+                chapters.append((len(chapters) + 1, [text for _, text in blocks]))
+        titles = book.get_metadata("DC", "title")
+        title = titles[0][0] if titles else ""
+    except DocumentError:
+        raise
+    except Exception as exc:
+        raise _parse_failure(source, "EPUB", exc) from None
+    return _pages_document(source, title, chapters, "the e-book")
+
+
+def load_odt(path: Path, source: str, options: LoadOptions = LoadOptions()) -> Document:
+    """OpenDocument text: headings, paragraphs, list items and table rows in document order."""
+    import io
+
+    package = _open_package(data := _read_bytes(path, source), source, "OpenDocument text")
+    try:
+        manifest = package.read("META-INF/manifest.xml").decode("utf-8", "replace")
+    except KeyError:
+        manifest = ""
+    if "encryption-data" in manifest:
+        raise DocumentError(source, "password-protected OpenDocument file")
+    try:
+        from odf.opendocument import load
+
+        odt = load(io.BytesIO(data))
+        paragraphs: list[str] = []
+        _odt_walk(odt.text, paragraphs)
+        title = ""
+        for node in odt.meta.childNodes:
+            if getattr(node, "qname", ("", ""))[1] == "title":
+                title = str(node)
+    except DocumentError:
+        raise
+    except Exception as exc:
+        raise _parse_failure(source, "OpenDocument text", exc) from None
+    return _paragraphs_document(source, title, paragraphs, "the OpenDocument file")
+
+
+def _odt_walk(element, paragraphs: list[str]) -> None:
+    from odf import teletype
+
+    for node in element.childNodes:
+        if node.nodeType != node.ELEMENT_NODE:
+            continue
+        name = node.qname[1]
+        if name in ("p", "h"):
+            paragraphs.append(teletype.extractText(node))
+        elif name == "table-row":
+            cells = []
+            for cell in node.childNodes:
+                if cell.nodeType == cell.ELEMENT_NODE and cell.qname[1] == "table-cell":
+                    inner: list[str] = []
+                    _odt_walk(cell, inner)
+                    cells.append(" ".join(inner))
+            paragraphs.append(_row_text(cells))
+        elif name not in ("tracked-changes", "sequence-decls", "variable-decls", "user-field-decls", "forms"):
+            _odt_walk(node, paragraphs)
+
+
+def load_rtf(path: Path, source: str, options: LoadOptions = LoadOptions()) -> Document:
+    """RTF: the text striprtf leaves, one line per paragraph."""
+    data = _read_bytes(path, source)
+    if not data.strip():
+        raise DocumentError(source, "empty file")
+    raw = data.decode("latin-1")
+    if not raw.lstrip().startswith("{\\rtf"):
+        raise DocumentError(source, "not an RTF file (it does not start with {\\rtf)")
+    try:
+        from striprtf.striprtf import rtf_to_text
+
+        text = rtf_to_text(raw, errors="ignore")
+    except Exception as exc:
+        raise _parse_failure(source, "RTF file", exc) from None
+    return _paragraphs_document(source, "", text.split("\n"), "the RTF file")
 
 
 def _read_bytes(path: Path, source: str) -> bytes:
@@ -319,6 +587,46 @@ FILE_TYPES: tuple[FileType, ...] = (
         "page, and lines of that page",
         "pypdf",
         "encrypted PDFs that need a password",
+    ),
+    FileType(
+        "Word document",
+        (".docx",),
+        load_docx,
+        "lines = paragraph numbers (headings, list items and each table row count as one paragraph)",
+        "python-docx",
+        "headers, footers, footnotes, comments, text boxes; .doc (the old binary format)",
+    ),
+    FileType(
+        "PowerPoint",
+        (".pptx",),
+        load_pptx,
+        "page = slide number; lines of that slide (shapes top to bottom, tables by row, then the notes)",
+        "python-pptx",
+        "text inside pictures and charts; .ppt (the old binary format)",
+    ),
+    FileType(
+        "EPUB e-book",
+        (".epub",),
+        load_epub,
+        "page = chapter number (the N-th file with text in reading order); lines = paragraphs of that chapter",
+        "ebooklib, then the HTML cleaning above",
+        "DRM-protected books; text in images",
+    ),
+    FileType(
+        "OpenDocument text",
+        (".odt",),
+        load_odt,
+        "lines = paragraph numbers (headings, list items and each table row count as one paragraph)",
+        "odfpy",
+        "headers, footers, footnotes as separate text; password-protected files",
+    ),
+    FileType(
+        "Rich Text",
+        (".rtf",),
+        load_rtf,
+        "lines = paragraph numbers",
+        "striprtf",
+        "tables come out cell by cell; embedded pictures and objects are dropped",
     ),
 )
 FILE_TYPE_BY_SUFFIX: dict[str, FileType] = {suffix: t for t in FILE_TYPES for suffix in t.suffixes}

@@ -1,0 +1,109 @@
+"""Real documents of every supported type, written by the same libraries people's tools use, for the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def write_docx(path: Path, paragraphs: list[str], table: list[list[str]] | None = None, title: str = "") -> Path:
+    """A Word file: a heading (the first entry), body paragraphs, then an optional table. Returns `path`."""
+    import docx
+
+    d = docx.Document()
+    d.core_properties.title = title
+    d.add_heading(paragraphs[0], level=1)
+    for text in paragraphs[1:]:
+        d.add_paragraph(text)
+    if table:
+        t = d.add_table(rows=len(table), cols=len(table[0]))
+        for r, row in enumerate(table):
+            for c, cell in enumerate(row):
+                t.cell(r, c).text = cell
+    d.save(path)
+    return path
+
+
+def write_pptx(path: Path, slides: list[dict]) -> Path:
+    """A PowerPoint file; each slide {"title", "body": [lines], "table": [[cells]], "notes"} (all optional)."""
+    from pptx import Presentation
+    from pptx.util import Inches
+
+    deck = Presentation()
+    for spec in slides:
+        slide = deck.slides.add_slide(deck.slide_layouts[5])  # title only
+        slide.shapes.title.text = spec.get("title", "")
+        if spec.get("body"):
+            box = slide.shapes.add_textbox(Inches(1), Inches(2), Inches(8), Inches(2)).text_frame
+            box.text = spec["body"][0]
+            for line in spec["body"][1:]:
+                box.add_paragraph().text = line
+        if spec.get("table"):
+            rows = spec["table"]
+            shape = slide.shapes.add_table(len(rows), len(rows[0]), Inches(1), Inches(4.5), Inches(8), Inches(1))
+            for r, row in enumerate(rows):
+                for c, cell in enumerate(row):
+                    shape.table.cell(r, c).text = cell
+        if spec.get("notes"):
+            slide.notes_slide.notes_text_frame.text = spec["notes"]
+    deck.save(path)
+    return path
+
+
+def write_epub(path: Path, title: str, chapters: list[tuple[str, list[str]]]) -> Path:
+    """An EPUB 3 book: a cover page without text, then each (heading, paragraphs) chapter in spine order."""
+    from ebooklib import epub
+
+    book = epub.EpubBook()
+    book.set_identifier("qa-test-book")
+    book.set_title(title)
+    book.set_language("en")
+    cover = epub.EpubHtml(
+        title="Cover", file_name="cover.xhtml", content="<html><body><img src='x.png'/></body></html>"
+    )
+    items = [cover]
+    for n, (heading, paragraphs) in enumerate(chapters, start=1):
+        body = f"<h1>{heading}</h1>" + "".join(f"<p>{p}</p>" for p in paragraphs)
+        items.append(
+            epub.EpubHtml(title=heading, file_name=f"chap_{n}.xhtml", content=f"<html><body>{body}</body></html>")
+        )
+    for item in items:
+        book.add_item(item)
+    book.toc = items[1:]
+    book.add_item(epub.EpubNcx())
+    book.add_item(epub.EpubNav())
+    book.spine = items
+    epub.write_epub(str(path), book)
+    return path
+
+
+def write_odt(path: Path, heading: str, paragraphs: list[str], table: list[list[str]] | None = None) -> Path:
+    from odf.opendocument import OpenDocumentText
+    from odf.table import Table, TableCell, TableColumn, TableRow
+    from odf.text import H, P
+
+    doc = OpenDocumentText()
+    doc.text.addElement(H(outlinelevel=1, text=heading))
+    for text in paragraphs:
+        doc.text.addElement(P(text=text))
+    if table:
+        t = Table(name="T1")
+        t.addElement(TableColumn(numbercolumnsrepeated=len(table[0])))
+        for row in table:
+            tr = TableRow()
+            for cell in row:
+                tc = TableCell()
+                tc.addElement(P(text=cell))
+                tr.addElement(tc)
+            t.addElement(tr)
+        doc.text.addElement(t)
+    doc.save(str(path))
+    return path
+
+
+def write_rtf(path: Path, paragraphs: list[str]) -> Path:
+    escaped = [p.replace("\\", "\\\\").replace("{", "\\{").replace("}", "\\}") for p in paragraphs]
+    body = "".join(p + "\\par\n" for p in escaped)
+    path.write_text(
+        "{\\rtf1\\ansi\\deff0{\\fonttbl{\\f0 Times New Roman;}}\n\\f0\\fs24 " + body + "}", encoding="ascii"
+    )
+    return path
