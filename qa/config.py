@@ -9,6 +9,7 @@ Every field has an environment variable: the field name upper-cased with a `QA_`
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -82,7 +83,9 @@ class Settings:
         # empty answer); here it is one line naming the setting.
         for name, low, high, low_inclusive in _BOUNDS:
             value = getattr(self, name)
-            if value < low or (value == low and not low_inclusive) or (high is not None and value > high):
+            # Written so that NaN (which compares false with everything) fails too.
+            above_low = value > low or (value == low and low_inclusive)
+            if not above_low or (high is not None and not value <= high):
                 above = f"{'at least' if low_inclusive else 'more than'} {low:g}"
                 limit = f"between {low:g} and {high:g}" if high is not None else above
                 raise ConfigError(f"setting '{name}': must be {limit}, got {value:g}")
@@ -116,18 +119,42 @@ _BOUNDS = [
 ]
 
 
-def _coerce(name: str, kind: Any, raw: Any) -> Any:
+def _coerce(name: str, kind: Any, raw: Any, origin: str = "") -> Any:
+    """The value of setting `name` as its type, strictly: a value that does not say exactly one thing of that type
+    (3.9 or true for a whole number, nan for a threshold, a list for a folder) is refused, never rounded or
+    stringified into something else. `origin` (where the value came from) ends the message."""
     kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
-    try:
-        if "Path" in kind_name:
-            return Path(str(raw)).expanduser()
-        if kind_name == "int":
+    where = f" (from {origin})" if origin else ""
+
+    def refuse(why: str = "") -> ConfigError:
+        return ConfigError(f"setting '{name}': expected {kind_name}, got {raw!r}{why}{where}")
+
+    if isinstance(raw, bool) or isinstance(raw, list | dict | tuple | set) or raw is None:
+        raise refuse()
+    if "Path" in kind_name:
+        if not isinstance(raw, str | os.PathLike) or not str(raw).strip():
+            raise refuse(" (a folder or file path, as a string)")
+        return Path(raw).expanduser()
+    if kind_name == "int":
+        if isinstance(raw, float):
+            if not raw.is_integer():
+                raise refuse(" (a whole number)")
             return int(raw)
-        if kind_name == "float":
-            return float(raw)
-        return str(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"setting '{name}': expected {kind_name}, got {raw!r}") from None
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise refuse() from None
+    if kind_name == "float":
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise refuse() from None
+        if not math.isfinite(value):
+            raise refuse(" (a finite number)")
+        return value
+    if not isinstance(raw, str):
+        raise refuse(" (text, in quotes in a config file)")
+    return raw
 
 
 def load_settings(overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Settings:
@@ -139,6 +166,7 @@ def load_settings(overrides: dict[str, Any] | None = None, env: dict[str, str] |
     env = os.environ if env is None else env
     types = {f.name: f.type for f in fields(Settings)}
     values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
 
     config_path = env.get("QA_CONFIG")
     path = Path(config_path) if config_path else Path("qa.toml")
@@ -153,11 +181,13 @@ def load_settings(overrides: dict[str, Any] | None = None, env: dict[str, str] |
             if key not in types:
                 raise ConfigError(f"config file {path}: unknown setting '{key}'")
             values[key] = raw
+            origins[key] = f"config file {path}"
 
     for name in types:
         raw = env.get(f"QA_{name.upper()}")
         if raw is not None and raw != "":
             values[name] = raw
+            origins[name] = f"QA_{name.upper()}"
 
     for name, raw in (overrides or {}).items():
         if raw is None:
@@ -165,5 +195,6 @@ def load_settings(overrides: dict[str, Any] | None = None, env: dict[str, str] |
         if name not in types:
             raise ConfigError(f"unknown setting '{name}'")
         values[name] = raw
+        origins[name] = f"--{name.replace('_', '-')}"
 
-    return Settings(**{name: _coerce(name, types[name], raw) for name, raw in values.items()})
+    return Settings(**{name: _coerce(name, types[name], raw, origins[name]) for name, raw in values.items()})

@@ -62,3 +62,48 @@ def test_the_readme_documents_every_setting_with_its_variable_and_flag():
         row = next((line for line in table.splitlines() if re.search(rf"\b{f.name}\b", line.split("|")[1])), None)
         assert row, f"README configuration table has no row for '{f.name}'"
         assert f"`QA_{f.name.upper()}`" in row and f"`--{f.name.replace('_', '-')}`" in row, row
+
+
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        ("top_k = 3.9", "setting 'top_k': expected int, got 3.9 (a whole number)"),
+        ("top_k = true", "setting 'top_k': expected int, got True"),
+        ("min_relevance = nan", "setting 'min_relevance': expected float, got nan (a finite number)"),
+        ("store_timeout = inf", "setting 'store_timeout': expected float, got inf (a finite number)"),
+        ('corpus = ["a"]', "setting 'corpus': expected Path, got ['a']"),
+        ('corpus = ""', "setting 'corpus': expected Path, got '' (a folder or file path, as a string)"),
+        ("llm = 5", "setting 'llm': expected str, got 5 (text, in quotes in a config file)"),
+        ("collection = { name = 'x' }", "setting 'collection': expected str, got {'name': 'x'}"),
+    ],
+)
+def test_a_config_value_of_the_wrong_kind_is_refused_not_coerced(tmp_path, toml, message):
+    """Before: 3.9 became 3, true became 1, a list became a folder named "['a']", and nan turned the gate off."""
+    (tmp_path / "qa.toml").write_text(toml + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={"QA_CONFIG": str(tmp_path / "qa.toml")})
+    assert str(caught.value) == f"{message} (from config file {tmp_path / 'qa.toml'})"
+
+
+@pytest.mark.parametrize(
+    "env, flags, message",
+    [
+        ({"QA_MIN_RELEVANCE": "nan"}, {}, "setting 'min_relevance': expected float, got 'nan' (a finite number)"),
+        ({"QA_JUDGE_THRESHOLD": "-inf"}, {}, "setting 'judge_threshold': expected float, got '-inf' (a finite number)"),
+        ({}, {"top_k": "3.9"}, "setting 'top_k': expected int, got '3.9' (from --top-k)"),
+        ({}, {"min_relevance": float("nan")}, "setting 'min_relevance': expected float, got nan (a finite number)"),
+    ],
+)
+def test_environment_and_flags_are_as_strict_as_the_config_file(env, flags, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(flags, env=env)
+    with pytest.raises(ConfigError, match="setting 'min_relevance': must be between -1 and 1, got nan"):
+        Settings(min_relevance=float("nan"))  # the Python API (Assistant(min_relevance=...)) too
+
+
+def test_a_bad_config_value_is_one_line_on_the_cli(tmp_path):
+    (tmp_path / "qa.toml").write_text("top_k = 3.9\n")
+    result = run_qa("status", "--vectorstore", str(tmp_path / "index"), cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    expected = "error: setting 'top_k': expected int, got 3.9 (a whole number) (from config file qa.toml)\n"
+    assert result.stderr == expected
