@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from qa.documents import Document
+from qa.text import short_location
 
 # Paragraphs first, then sentences, then clauses and words: a chunk ends at a sentence end when it can.
 SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""]
@@ -34,12 +35,8 @@ class Chunk:
 
     @property
     def location(self) -> str:
-        lines = (
-            f"lines {self.start_line}-{self.end_line}"
-            if self.end_line != self.start_line
-            else f"line {self.start_line}"
-        )
-        return f"{self.source} p.{self.page} {lines}" if self.page else f"{self.source} {lines}"
+        """Where the chunk is, as the terminal writes it: "a.txt lines 3-5", "b.pdf p.2 line 7"."""
+        return short_location(self.source, self.start_line, self.end_line, self.page)
 
 
 def content_hash(text: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from dataclasses import fields
@@ -14,6 +13,7 @@ from qa import bench
 from qa.config import Settings, load_settings
 from qa.errors import QAError
 from qa.retrieve import MODES
+from qa.text import short_location
 
 _HELP = {
     "corpus": "folder of documents (default seeds)",
@@ -164,17 +164,13 @@ def cmd_status(args, assistant) -> int:
     docs = assistant.documents()
     if args.json:
         print(json.dumps({**stats, "documents": docs}, indent=2))
-        return 1 if stats.get("problem") else 0
+        return 0
     for key, value in stats.items():
         if key == "types":
             value = ", ".join(f"{n} {name}" for name, n in value.items()) or "none"
-        if key != "problem":
-            print(f"{key:12} {value}")
+        print(f"{key:12} {value}")
     for d in docs:
         print(f"  {d['source']}  ({d['chunks']} chunks)")
-    if stats.get("problem"):
-        print(f"warning: {stats['problem']}", file=sys.stderr)
-        return 1
     return 0
 
 
@@ -183,9 +179,8 @@ def print_answer(answer, out=sys.stdout) -> None:
     if answer.citations:
         print("\nSources:", file=out)
         for c in answer.citations:
-            page = f" p.{c.page}" if c.page else ""
-            lines = f"line {c.start_line}" if c.start_line == c.end_line else f"lines {c.start_line}-{c.end_line}"
-            print(f"  [{c.n}] {c.source}{page} {lines}: \u201c{c.quote}\u201d", file=out)
+            where = short_location(c.source, c.start_line, c.end_line, c.page)
+            print(f"  [{c.n}] {where}: \u201c{c.quote}\u201d", file=out)
     elif answer.abstained and answer.retrieved:
         print("\nClosest passages:", file=out)
         for p in answer.retrieved[:3]:
@@ -401,23 +396,13 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "path", None) and args.command == "ingest":
             overrides["corpus"] = str(Path(args.path))
         assistant = Assistant(load_settings(overrides))
-        code = COMMANDS[args.command](args, assistant)
-        sys.stdout.flush()  # a reader that has gone away (`qa status | head -1`) shows here, not at exit
-        return code
+        return COMMANDS[args.command](args, assistant)
     except QAError as exc:
-        # One line, always: a message that quotes a library's error may carry that error's line breaks.
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # The reader closed the pipe: stop quietly, like any Unix tool. Python would flush stdout again at exit
-        # and print "Exception ignored ... BrokenPipeError", so stdout is pointed at /dev/null first.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
 
 
 if __name__ == "__main__":

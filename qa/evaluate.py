@@ -21,6 +21,7 @@ from pathlib import Path
 
 from qa.documents import load_document
 from qa.errors import DocumentError, QAError
+from qa.text import CHECKED_MARKER
 
 
 class QuestionFileError(QAError):
@@ -100,7 +101,7 @@ def normalize(text: str) -> str:
 
 
 def _strip_markers(text: str) -> str:
-    return re.sub(r"\[\d+\]", " ", text)
+    return CHECKED_MARKER.sub(" ", text)
 
 
 def contains_answer(prediction: str, answers: list[str]) -> bool:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from qa.chunking import Chunk
 from qa.errors import ConfigError
-from qa.generators.base import Generator
 from qa.store import Store
 
 MODES = ("bm25", "dense", "hybrid", "hybrid+rerank")
@@ -67,29 +66,3 @@ class Retriever:
             p.score += 1.0 / (RRF_K + rank + 1)
             p.keyword = hit.score
         return sorted(fused.values(), key=lambda p: p.score, reverse=True)[:k]
-
-
-REWRITE_SYSTEM = (
-    "You rewrite the user's last question so that it can be understood without the conversation: "
-    "replace pronouns and vague references with the names they refer to. Reply with the rewritten question only."
-)
-
-
-def rewrite_question(generator: Generator, question: str, history: list[tuple[str, str]]) -> str:
-    """Turn a follow-up ("and what did he say?") into a stand-alone question, using the last turns."""
-    if not history:
-        return question
-    turns = "\n".join(f"User: {q}\nAssistant: {a[:400]}" for q, a in history[-3:])
-    reply = generator.generate(
-        [
-            {"role": "system", "content": REWRITE_SYSTEM},
-            {"role": "user", "content": f"Conversation:\n{turns}\n\nLast question: {question}\n\nRewritten question:"},
-        ],
-        max_tokens=64,
-    )
-    line = next((s.strip() for s in reply.strip().splitlines() if s.strip()), "")
-    line = line.removeprefix("Rewritten question:").strip().strip('"')
-    if not line or len(line) > 4 * len(question) + 200:
-        # A model that rambles is no help; the previous question still carries the missing names.
-        return f"{history[-1][0]} {question}"
-    return line

@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from qa.answer import JUDGE_INSTRUCTION, Answer, build_messages, check_answer, declined
+from qa.answer import Answer, check_answer, declined
 from qa.generators.base import Generator, can_judge
+from qa.prompts import JUDGE_INSTRUCTION, build_messages
 from qa.retrieve import Passage
 
 DECLINED_BY = ("relevance", "judge", "model", "checks")

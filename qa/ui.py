@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import ipaddress
-import re
 import string
 import sys
 from pathlib import Path
@@ -20,6 +19,8 @@ from qa.answer import Answer, Evidence
 from qa.api import Assistant
 from qa.documents import supported_list
 from qa.errors import ConfigError, QAError
+from qa.text import CHECKED_MARKER, DECLINE_TEXT
+from qa.text import long_location as _where
 
 EXAMPLES = [
     "How many MEK members did Albania offer to take in?",
@@ -44,11 +45,6 @@ SCROLL_TO_MARK = (
 )
 
 
-def _where(source: str, start: int, end: int, page: int | None) -> str:
-    lines = f"line {start}" if start == end else f"lines {start}–{end}"
-    return f"{source}{f', page {page}' if page else ''}, {lines}"
-
-
 # Every ASCII punctuation character is Markdown or HTML syntax somewhere: images and links `![](…)`, autolinks
 # `<…>`, `http://`, `www.` and `a@b.c`, emphasis, code, tables, `$$` math, tags and entities. As a numeric
 # character reference it shows as itself and means nothing, whether the text is read as Markdown or as HTML.
@@ -65,10 +61,10 @@ def answer_markdown(answer: Answer) -> str:
     """The answer for the chat: inert text, each [n] a link to its citation in the sources panel (the only links)."""
     if answer.abstained:
         return (
-            "**The documents don't say.** Nothing in the indexed documents answers this; "
+            f"**{DECLINE_TEXT}** Nothing in the indexed documents answers this; "
             "the closest passages are in the Sources panel."
         )
-    parts = re.split(r"\[(\d+)\]", answer.text)  # text, citation number, text, ...
+    parts = CHECKED_MARKER.split(answer.text)  # text, citation number, text, ...
     text = "".join(inert(p) if i % 2 == 0 else f"[\\[{p}\\]](#cite-{p})" for i, p in enumerate(parts))
     if answer.unsupported:
         text += f"\n\n_{len(answer.unsupported)} unsupported sentence(s) removed after checking._"
@@ -98,7 +94,7 @@ def sources_html(answer: Answer | None, show_retrieved: bool = False) -> str:
             f"<blockquote>{body}</blockquote></div>"
         )
     if answer.abstained:
-        parts.append('<p class="decline"><b>The documents don\'t say.</b> Closest passages:</p>')
+        parts.append(f'<p class="decline"><b>{DECLINE_TEXT}</b> Closest passages:</p>')
     if answer.abstained or show_retrieved:
         if not answer.abstained:
             parts.append("<p><b>Retrieved passages</b> (rank order):</p>")
