@@ -15,13 +15,13 @@ from typing import Any
 from qa import stages
 from qa.answer import Answer, Evidence
 from qa.config import Settings, load_settings
-from qa.documents import Document, load_document, safe_filename, type_counts
+from qa.documents import Document, load_document, safe_filename, scan_corpus, type_counts
 from qa.embeddings import embedding_id
-from qa.errors import CorpusError, DocumentError, IndexBusyError, QuestionError
+from qa.errors import CorpusError, DocumentError, IndexBusyError, QuestionError, StorageError
 from qa.ingest import IngestReport, chunking_signature, ingest
 from qa.prompts import rewrite_question
 from qa.retrieve import Retriever
-from qa.store import Store
+from qa.store import Store, rebuild
 
 History = list[tuple[str, str]]  # earlier (question, answer text) turns of one conversation
 
@@ -76,14 +76,14 @@ class Assistant:
     def store(self) -> Store:
         return self._open_store(verify=True)
 
-    def _open_store(self, verify: bool) -> Store:
+    def _open_store(self, verify: bool, folder: Path | None = None, collection: str | None = None) -> Store:
         s = self.settings
         return Store(
-            s.vectorstore,
+            folder or s.vectorstore,
             embedding_id(s.embed_model, s.embed_backend),
             chunking_signature(s),
             s.chroma_url,
-            s.collection,
+            collection or s.collection,
             s.store_timeout,
             s.lock_wait,
             verify=verify,
@@ -96,22 +96,46 @@ class Assistant:
         progress: Callable[[int, int, str], None] | None = None,
     ) -> IngestReport:
         """Bring the index in line with the corpus folder. See qa.ingest.ingest for what is raised."""
-        if rebuild:
-            self._rebuild()
         # The model loads on the first text to embed (about 10 s of imports): an unchanged corpus, or one with
         # nothing new, is synced without it.
         embed = lambda texts: self.embedder.embed_documents(texts)  # noqa: E731
-        return ingest(self.store, embed, self.settings, Path(corpus) if corpus else None, progress)
+        root = Path(corpus) if corpus else None
+        if rebuild:
+            return self._rebuild(embed, root, progress)
+        return ingest(self.store, embed, self.settings, root, progress)
 
-    def _rebuild(self) -> None:
-        store = self._open_store(verify=False)
-        with store.write_lock():
-            store.clear()
-        store.close()
-        self.__dict__.pop("store", None)
-        legacy = Path(self.settings.vectorstore) / "chroma"
-        if not self.settings.chroma_url and legacy.exists() and not any(legacy.iterdir()):
-            shutil.rmtree(legacy, ignore_errors=True)
+    def _rebuild(self, embed, root: Path | None, progress) -> IngestReport:
+        """Embed everything again into a new index, swapped in only when it is complete (qa.store.rebuild): a
+        mistyped model, a missing corpus or a full disk leaves the old index answering as before."""
+        s = self.settings
+        folder = Path(root or s.corpus)
+        # Everything that can be checked is checked before anything is built: the corpus, then the model.
+        indexable = [f for f in scan_corpus(folder, int(s.max_file_mb * 1e6)) if not f.problem]
+        if not indexable:
+            raise CorpusError(f"corpus {folder}: no file that can be indexed; the old index is kept as it was")
+        self.embedder  # noqa: B018 (loads the model: ConfigError for a name that does not load)
+
+        def fill(store: Store) -> IngestReport:
+            report = ingest(store, embed, s, root, progress)
+            if not report.added:
+                reasons = "; ".join(f"{src}: {why}" for src, why in report.failed[:3])
+                raise CorpusError(
+                    f"corpus {folder}: no file could be indexed ({reasons}); the old index is kept as it was"
+                )
+            return report
+
+        old = self.__dict__.pop("store", None)
+        self.__dict__.pop("retriever", None)
+        if old is not None:
+            old.close()
+        return rebuild(
+            s.vectorstore,
+            s.chroma_url,
+            s.collection,
+            s.lock_wait,
+            lambda f, c, verify: self._open_store(verify, f, c),
+            fill,
+        )
 
     def status(self) -> dict:
         stats = self.store.stats()
@@ -283,6 +307,9 @@ class Assistant:
         question = self._valid_question(question)
         if self.store.chunk_count() == 0:
             raise CorpusError(f"nothing is indexed in {s.vectorstore} yet: run `qa ingest PATH` first")
+        problem = self.store.damage()
+        if problem:  # otherwise every question would be declined without a word
+            raise StorageError(problem)
         if sources:
             # A mistyped name would otherwise filter out every passage and read as "The documents don't say."
             indexed = self.store.known_files(sources, state="done")

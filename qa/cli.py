@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from dataclasses import fields
@@ -164,13 +165,17 @@ def cmd_status(args, assistant) -> int:
     docs = assistant.documents()
     if args.json:
         print(json.dumps({**stats, "documents": docs}, indent=2))
-        return 0
+        return 1 if stats.get("problem") else 0
     for key, value in stats.items():
         if key == "types":
             value = ", ".join(f"{n} {name}" for name, n in value.items()) or "none"
-        print(f"{key:12} {value}")
+        if key != "problem":
+            print(f"{key:12} {value}")
     for d in docs:
         print(f"  {d['source']}  ({d['chunks']} chunks)")
+    if stats.get("problem"):
+        print(f"warning: {stats['problem']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -396,13 +401,23 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "path", None) and args.command == "ingest":
             overrides["corpus"] = str(Path(args.path))
         assistant = Assistant(load_settings(overrides))
-        return COMMANDS[args.command](args, assistant)
+        code = COMMANDS[args.command](args, assistant)
+        sys.stdout.flush()  # a reader that has gone away (`qa status | head -1`) shows here, not at exit
+        return code
     except QAError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # One line, always: a message that quotes a library's error may carry that error's line breaks.
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader closed the pipe: stop quietly, like any Unix tool. Python would flush stdout again at exit
+        # and print "Exception ignored ... BrokenPipeError", so stdout is pointed at /dev/null first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
 
 
 if __name__ == "__main__":
