@@ -22,7 +22,7 @@ endif
 WHEELS := $(HOME)/.cache/qa/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(shell echo '$(LLAMA_CMAKE)' | sha1sum | cut -c1-10)
 LLAMA_WHEEL := $(WHEELS)/.built
 
-.PHONY: chat test check lint browser install
+.PHONY: chat test check lint browser ocr install
 
 install: $(STAMP)
 
@@ -45,11 +45,15 @@ $(STAMP): pyproject.toml Makefile $(LLAMA_WHEEL)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
-chat: $(STAMP)
+# Scanned PDF pages are read by Debian's tesseract (pytesseract drives it; setting ocr turns it off).
+ocr:
+	@command -v tesseract >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq tesseract-ocr >/dev/null; }
+
+chat: $(STAMP) ocr
 	$(VENV)/bin/qa ingest seeds
 	$(VENV)/bin/qa ui
 
-test: $(STAMP) browser
+test: $(STAMP) browser ocr
 	$(PY) -m pytest -q -p no:cacheprovider
 
 # The fast lane: every test but those marked slow (the language model, benchmarks, the browser), model (the real

@@ -168,7 +168,7 @@ class Assistant:
         if size > limit * 1e6:
             big = f"{size / 1e6:,.1f} MB" if size >= 1e5 else f"{size:,} bytes"
             raise DocumentError(requested, f"{big} is larger than the {limit:g} MB limit (max_file_mb); not added")
-        load_document(uploaded, requested)  # raises DocumentError with the reason
+        load_document(uploaded, requested, ocr=self.settings.ocr)  # raises DocumentError with the reason
         corpus = Path(self.settings.corpus)
         corpus.mkdir(parents=True, exist_ok=True)
         target, outcome = self._upload_target(corpus.resolve(), requested, uploaded, replace)
@@ -243,7 +243,7 @@ class Assistant:
 
     def document(self, source: str) -> Document:
         """The cleaned text of an indexed document, for showing it at a cited place."""
-        return load_document(self._in_corpus(source), source)
+        return load_document(self._in_corpus(source), source, ocr=self.settings.ocr)
 
     def _in_corpus(self, source: str) -> Path:
         """The path of `source` in the corpus folder; DocumentError if it would lead outside it."""

@@ -139,8 +139,9 @@ def _progress_bar():
         nonlocal bar
         if bar is None:
             bar = tqdm(total=total, unit="file", file=sys.stderr, dynamic_ncols=True, leave=False)
-        bar.set_postfix_str(source[-40:], refresh=False)
-        bar.update(1)
+        bar.total = total
+        bar.set_postfix_str(source[-60:], refresh=False)
+        bar.update(done - bar.n)  # a note within a file (OCR page 3 of 12) changes only the text
         if done == total:
             bar.close()
 

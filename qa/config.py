@@ -39,6 +39,7 @@ class Settings:
     store_timeout: float = 10.0  # seconds for one Chroma server request
     lock_wait: float = 0.0  # seconds a second writer waits for the index lock before giving up
     max_file_mb: float = 20.0  # larger files are skipped with a reason
+    ocr: bool = True  # PDF pages without a text layer (scans) are read by tesseract
 
     # Embedding and chunking. "all-MiniLM-L6-v2" resolves to the copy shipped in a PyPI package.
     embed_model: str = "all-MiniLM-L6-v2"
@@ -124,6 +125,8 @@ def _coerce(name: str, kind: Any, raw: Any, origin: str = "") -> Any:
     (3.9 or true for a whole number, nan for a threshold, a list for a folder) is refused, never rounded or
     stringified into something else. `origin` (where the value came from) ends the message."""
     kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    if kind_name == "bool":
+        return _as_bool(name, raw)
     where = f" (from {origin})" if origin else ""
 
     def refuse(why: str = "") -> ConfigError:
@@ -155,6 +158,17 @@ def _coerce(name: str, kind: Any, raw: Any, origin: str = "") -> Any:
     if not isinstance(raw, str):
         raise refuse(" (text, in quotes in a config file)")
     return raw
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _as_bool(name: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, str) and raw.strip().lower() in _TRUE + _FALSE:
+        return raw.strip().lower() in _TRUE
+    raise ConfigError(f"setting '{name}': expected true or false (or on/off, yes/no, 1/0), got {raw!r}")
 
 
 def load_settings(overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Settings:

@@ -249,6 +249,10 @@ def load_pdf(path: Path, source: str, options: LoadOptions = LoadOptions()) -> D
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError, RecursionError) as exc:
         raise DocumentError(source, f"corrupt PDF ({type(exc).__name__}: {str(exc)[:80]})") from None
+    scanned = [i for i, page_text in enumerate(pages) if _needs_ocr(page_text)]
+    if scanned and options.ocr:
+        for i, page_text in _ocr_pages(data, source, scanned, options.progress):
+            pages[i] = page_text
     parts, line_map, sections, offset = [], [], [], 0
     for page_no, page_text in enumerate(pages, start=1):
         page_text = clean_text(page_text)
@@ -258,8 +262,50 @@ def load_pdf(path: Path, source: str, options: LoadOptions = LoadOptions()) -> D
         offset += len(page_text) + 1  # the "\n" that joins pages
     text = "\n".join(parts)
     if not text.strip():
-        raise DocumentError(source, "PDF has no extractable text (scanned images?)")
+        if scanned and not options.ocr:
+            raise DocumentError(source, "PDF has no text layer (scanned images?) and OCR is off (setting ocr)")
+        raise DocumentError(source, "PDF has no extractable text" + (" (OCR found none either)" if scanned else ""))
     return Document(source, text, str(meta_title)[:200] or _first_line_title(text), line_map, sections)
+
+
+# A page with fewer visible characters than this has no real text layer (a scan, maybe with a stamped page number).
+_OCR_MIN_CHARS = 20
+OCR_DPI = 300  # tesseract reads best at about 300 dpi
+
+
+def _needs_ocr(page_text: str) -> bool:
+    return len(re.sub(r"\s", "", page_text)) < _OCR_MIN_CHARS
+
+
+def _ocr_pages(data: bytes, source: str, pages: list[int], progress: Callable[[str], None] | None):
+    """(page index, text) for each of `pages` (0-based), read by tesseract from the page rendered by PDFium."""
+    import shutil
+
+    if shutil.which("tesseract") is None:
+        raise DocumentError(
+            source,
+            "PDF pages without a text layer need OCR, and tesseract is not installed "
+            "(apt-get install tesseract-ocr, or turn the setting ocr off)",
+        )
+    import pypdfium2 as pdfium
+    import pytesseract
+
+    try:
+        pdf = pdfium.PdfDocument(data)
+    except Exception as exc:  # PdfiumError and friends
+        raise DocumentError(source, f"corrupt PDF, cannot render it for OCR ({str(exc)[:80]})") from None
+    try:
+        for n, index in enumerate(pages, start=1):
+            if progress:
+                progress(f"{source}: OCR page {index + 1} ({n} of {len(pages)})")
+            image = pdf[index].render(scale=OCR_DPI / 72, grayscale=True).to_pil()
+            try:
+                text = pytesseract.image_to_string(image)
+            except (pytesseract.TesseractError, RuntimeError, OSError) as exc:
+                raise DocumentError(source, f"OCR failed on page {index + 1} ({str(exc)[:80]})") from None
+            yield index, text
+    finally:
+        pdf.close()
 
 
 # ---- office documents and e-books (zip packages of XML) -------------------------------------------------------
@@ -584,9 +630,9 @@ FILE_TYPES: tuple[FileType, ...] = (
         "PDF",
         (".pdf",),
         load_pdf,
-        "page, and lines of that page",
-        "pypdf",
-        "encrypted PDFs that need a password",
+        "page, and lines of that page (for a scanned page, lines of the OCR text)",
+        "pypdf; pages without a text layer: PDFium renders them, tesseract reads them (setting ocr)",
+        "encrypted PDFs that need a password; handwriting",
     ),
     FileType(
         "Word document",

@@ -109,7 +109,9 @@ def ingest(
                     store.touch(f.source, f.size, f.mtime_ns)
                     report.unchanged.append(f.source)
                     continue
-                doc = load_document(f.path, f.source)
+                # Slow steps inside one file (OCR of a scanned PDF) show in the progress as "FILE: OCR page 3 (1 of 12)"
+                note = (lambda message: progress(0, len(files), message)) if progress else None
+                doc = load_document(f.path, f.source, ocr=settings.ocr, progress=note)
                 chunks = chunk_document(doc, settings.chunk_size, settings.chunk_overlap)
                 if not chunks:
                     raise DocumentError(f.source, "no text to index")

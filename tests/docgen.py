@@ -107,3 +107,19 @@ def write_rtf(path: Path, paragraphs: list[str]) -> Path:
         "{\\rtf1\\ansi\\deff0{\\fonttbl{\\f0 Times New Roman;}}\n\\f0\\fs24 " + body + "}", encoding="ascii"
     )
     return path
+
+
+def write_scanned_pdf(path: Path, pages: list[list[str]]) -> Path:
+    """A PDF of page images only (no text layer), as a scanner makes: large, clear black text on white, 200 dpi."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=44)
+    images = []
+    for lines in pages:
+        image = Image.new("L", (1654, 2339), 255)  # A4 at 200 dpi
+        draw = ImageDraw.Draw(image)
+        for n, line in enumerate(lines):
+            draw.text((150, 200 + n * 90), line, fill=0, font=font)
+        images.append(image)
+    images[0].save(path, "PDF", resolution=200.0, save_all=True, append_images=images[1:])
+    return path

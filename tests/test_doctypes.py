@@ -242,3 +242,32 @@ def test_ingest_indexes_every_type_skips_broken_ones_and_answers_from_each(tmp_p
         assert "minutes.rtf" in [d["source"] for d in assistant.documents()]
     finally:
         assistant.store.close()
+
+
+def test_a_scanned_pdf_is_read_by_ocr_with_its_page_numbers(tmp_path):
+    from tests.docgen import write_scanned_pdf
+
+    path = write_scanned_pdf(
+        tmp_path / "scan.pdf",
+        [["Annual report of the harbour", "The harbour opened in 1887."], ["The pier is 310 metres long.", "End."]],
+    )
+    notes = []
+    doc = load_document(path, "scan.pdf", progress=notes.append)
+    assert notes == ["scan.pdf: OCR page 1 (1 of 2)", "scan.pdf: OCR page 2 (2 of 2)"]
+    chunks = chunk_document(doc, 600, 100)
+    pier = next(c for c in chunks if "The pier is 310 metres long." in c.text)  # the OCR text is what is quoted
+    assert pier.page == 2 and pier.start_line == 1
+    assert next(c for c in chunks if "opened in 1887" in c.text).page == 1
+    with pytest.raises(DocumentError, match=r"^scan.pdf: PDF has no text layer \(scanned images\?\) and OCR is off"):
+        load_document(path, "scan.pdf", ocr=False)
+
+
+def test_the_ocr_setting_reads_on_and_off_from_env_file_and_flag():
+    from qa.config import load_settings
+    from qa.errors import ConfigError
+
+    assert load_settings(env={}).ocr is True
+    assert load_settings(env={"QA_OCR": "off"}).ocr is False
+    assert load_settings({"ocr": "false"}, env={"QA_OCR": "1"}).ocr is False
+    with pytest.raises(ConfigError, match=r"setting 'ocr': expected true or false .* got 'maybe'"):
+        load_settings(env={"QA_OCR": "maybe"})
