@@ -253,9 +253,15 @@ def load_pdf(path: Path, source: str, options: LoadOptions = LoadOptions()) -> D
     if scanned and options.ocr:
         for i, page_text in _ocr_pages(data, source, scanned, options.progress):
             pages[i] = page_text
+    _reorder_columns(data, pages, set(scanned))
+    page_lines = [clean_text(page_text).split("\n") for page_text in pages]
+    _blank_running_lines(page_lines)
+    _blank_references(page_lines)
+    for lines in page_lines:
+        _rejoin_hyphenated(lines)
     parts, line_map, sections, offset = [], [], [], 0
-    for page_no, page_text in enumerate(pages, start=1):
-        page_text = clean_text(page_text)
+    for page_no, lines in enumerate(page_lines, start=1):
+        page_text = "\n".join(lines)
         parts.append(page_text)
         line_map.extend(range(1, page_text.count("\n") + 2))
         sections.append((offset, offset + len(page_text), page_no))
@@ -266,6 +272,152 @@ def load_pdf(path: Path, source: str, options: LoadOptions = LoadOptions()) -> D
             raise DocumentError(source, "PDF has no text layer (scanned images?) and OCR is off (setting ocr)")
         raise DocumentError(source, "PDF has no extractable text" + (" (OCR found none either)" if scanned else ""))
     return Document(source, text, str(meta_title)[:200] or _first_line_title(text), line_map, sections)
+
+
+# ---- research papers: columns, running headers, hyphenation, references -----------------------------------------
+
+
+def _reorder_columns(data: bytes, pages: list[str], skip: set[int]) -> None:
+    """Replace the text of each two-column page by its lines in column order (left column, then right; a line
+    across both columns, like a title or a wide figure, closes a band). Uses PDFium's character boxes."""
+    try:
+        import pypdfium2 as pdfium
+
+        pdf = pdfium.PdfDocument(data)
+    except Exception:  # the text pypdf read stays as it is
+        return
+    try:
+        for index in range(len(pages)):
+            if index in skip:
+                continue
+            page = pdf[index]
+            ordered = _column_order(_segments(page.get_textpage()), page.get_width())
+            if ordered is not None:
+                pages[index] = "\n".join(ordered)
+    except Exception:
+        return
+    finally:
+        pdf.close()
+
+
+def _segments(textpage) -> list[tuple[float, float, float, str]]:
+    """Runs of text on one line, split where the gap is wider than two characters: (x0, x1, top, text)."""
+    import pypdfium2.raw as raw
+
+    segments, chars = [], []  # chars of the current run: (char, left, right)
+    span = [0.0, 0.0]  # bottom and top of the current run
+
+    def close():
+        text = "".join(c[0] for c in chars)
+        if text.strip():
+            boxed = [c for c in chars if c[2] > c[1]]
+            segments.append((boxed[0][1], boxed[-1][2], span[1], text))
+        chars.clear()
+
+    for i in range(textpage.count_chars()):
+        ch = chr(raw.FPDFText_GetUnicode(textpage, i))
+        if ch in "\r\n":
+            close()
+            continue
+        if ch == "\x02":  # PDFium's soft hyphen at a line end
+            ch = "-"
+        if ch.isspace():  # spaces (often generated, without a box) never start or split a run
+            if chars:
+                chars.append((ch, chars[-1][2], chars[-1][2]))
+            continue
+        left, bottom, right, top = textpage.get_charbox(i)
+        if chars:
+            size = max(span[1] - span[0], top - bottom, 1.0)
+            last_right = max(c[2] for c in chars[-3:])
+            same_line = bottom < span[1] and top > span[0]
+            if not same_line or left - last_right > 2 * size or left < chars[0][1] - size:
+                close()
+        if not chars:
+            span[:] = [bottom, top]
+        span[:] = [min(span[0], bottom), max(span[1], top)]
+        chars.append((ch, left, right))
+    close()
+    return segments
+
+
+def _column_order(segments, width: float) -> list[str] | None:
+    """The lines of a two-column page in reading order, or None when the page is not in two columns."""
+    mid = width / 2
+    side = ["L" if x1 <= mid - 2 else "R" if x0 >= mid + 2 else "W" for x0, x1, _, _ in segments]
+    left, right, wide = side.count("L"), side.count("R"), side.count("W")
+    if left < 4 or right < 4 or wide > (left + right) / 2:
+        return None
+    rows = sorted(zip(segments, side, strict=True), key=lambda item: -item[0][2])
+    out, band = [], {"L": [], "R": []}
+
+    def flush():
+        for column in ("L", "R"):
+            out.extend(text.strip() for _, _, _, text in band[column])
+            band[column] = []
+
+    for segment, where in rows:
+        if where == "W":
+            flush()
+            out.append(segment[3].strip())
+        else:
+            band[where].append(segment)
+    flush()
+    return out
+
+
+_PAGE_NUMBER = re.compile(r"^(page\s*)?[-–—]?\s*\d{1,4}\s*[-–—]?(\s*(of|/)\s*\d{1,4})?$", re.IGNORECASE)
+
+
+def _edge_lines(lines: list[str], depth: int = 2) -> list[int]:
+    """Indexes of the first and last `depth` non-empty lines of a page (where running heads and feet sit)."""
+    filled = [i for i, line in enumerate(lines) if line.strip()]
+    return sorted(set(filled[:depth] + filled[-depth:]))
+
+
+def _blank_running_lines(page_lines: list[list[str]]) -> None:
+    """Blank page numbers and headers/footers repeated at the top or bottom of most pages (digits ignored)."""
+    if len(page_lines) < 2:
+        return
+    key = lambda line: re.sub(r"\d+", "#", line.strip().lower())  # noqa: E731
+    counts = Counter(k for lines in page_lines for k in {key(lines[i]) for i in _edge_lines(lines)})
+    repeated = set()
+    if len(page_lines) >= 3:  # with two pages a repeated first line is as likely a heading as a running head
+        repeated = {k for k, n in counts.items() if k and n >= 0.6 * len(page_lines)}
+    for lines in page_lines:
+        for i in _edge_lines(lines):
+            if _PAGE_NUMBER.match(lines[i].strip()) or key(lines[i]) in repeated:
+                lines[i] = ""
+
+
+_REFERENCES = re.compile(
+    r"^((\d+|[IVX]+)\.?\s*)?(references|bibliography|works cited|literature cited|reference list)$", re.IGNORECASE
+)
+_AFTER_REFERENCES = re.compile(r"^([A-Z]\.?\s+)?(appendix|appendices|supplementary)\b", re.IGNORECASE)
+
+
+def _blank_references(page_lines: list[list[str]]) -> None:
+    """Blank the References section (from its heading to an appendix or the end): a list of citations answers no
+    question about the paper and crowds out its text. Only a heading past the first 30 % of the text counts."""
+    flat = [(p, i) for p, lines in enumerate(page_lines) for i in range(len(lines))]
+    heads = [n for n, (p, i) in enumerate(flat) if _REFERENCES.match(page_lines[p][i].strip())]
+    if not heads or heads[-1] < 0.3 * len(flat):
+        return
+    for p, i in flat[heads[-1] :]:
+        if _AFTER_REFERENCES.match(page_lines[p][i].strip()):
+            return
+        page_lines[p][i] = ""
+
+
+def _rejoin_hyphenated(lines: list[str]) -> None:
+    """'infor-' at a line end + 'mation is' on the next line -> 'information' / 'is'. Line counts stay."""
+    for i in range(len(lines) - 1):
+        match = re.search(r"(\w*[^\W\d_])[-\u00ad]$", lines[i])
+        nxt = lines[i + 1].lstrip()
+        if not match or not nxt or not nxt[0].islower():
+            continue
+        rest = re.match(r"(\S+)\s*(.*)", nxt)
+        lines[i] = lines[i][: match.end(1)] + rest.group(1)
+        lines[i + 1] = rest.group(2)
 
 
 # A page with fewer visible characters than this has no real text layer (a scan, maybe with a stamped page number).
@@ -631,8 +783,8 @@ FILE_TYPES: tuple[FileType, ...] = (
         (".pdf",),
         load_pdf,
         "page, and lines of that page (for a scanned page, lines of the OCR text)",
-        "pypdf; pages without a text layer: PDFium renders them, tesseract reads them (setting ocr)",
-        "encrypted PDFs that need a password; handwriting",
+        "pypdf; two-column pages in column order from PDFium's character boxes; scans: PDFium + tesseract (ocr)",
+        "encrypted PDFs that need a password; handwriting; three or more columns; tables keep no cell structure",
     ),
     FileType(
         "Word document",

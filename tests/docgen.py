@@ -123,3 +123,34 @@ def write_scanned_pdf(path: Path, pages: list[list[str]]) -> Path:
         images.append(image)
     images[0].save(path, "PDF", resolution=200.0, save_all=True, append_images=images[1:])
     return path
+
+
+def write_paper_pdf(path: Path, pages: list[tuple[list[str], list[str]]], title: str = "", header: str = "") -> Path:
+    """A two-column paper (reportlab): each page (left column lines, right column lines), drawn row by row across
+    both columns (the order that makes naive extraction read across the gutter), a running `header` at the top
+    and the page number at the bottom. `title` spans both columns on the first page."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    width, height = A4
+    c = canvas.Canvas(str(path), pagesize=A4)
+    for number, (left, right) in enumerate(pages, start=1):
+        c.setFont("Helvetica", 9)
+        if header:
+            c.drawString(60, height - 40, header)
+        c.drawCentredString(width / 2, 30, str(number))
+        y = height - 80
+        if title and number == 1:
+            c.setFont("Helvetica-Bold", 14)
+            c.drawCentredString(width / 2, y, title)
+            y -= 30
+        c.setFont("Helvetica", 10)
+        for row in range(max(len(left), len(right))):
+            if row < len(left):
+                c.drawString(60, y, left[row])
+            if row < len(right):
+                c.drawString(width / 2 + 15, y, right[row])
+            y -= 13
+        c.showPage()
+    c.save()
+    return path

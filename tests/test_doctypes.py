@@ -271,3 +271,43 @@ def test_the_ocr_setting_reads_on_and_off_from_env_file_and_flag():
     assert load_settings({"ocr": "false"}, env={"QA_OCR": "1"}).ocr is False
     with pytest.raises(ConfigError, match=r"setting 'ocr': expected true or false .* got 'maybe'"):
         load_settings(env={"QA_OCR": "maybe"})
+
+
+def test_a_two_column_paper_reads_in_column_order_without_furniture_or_references(tmp_path):
+    from tests.docgen import write_paper_pdf
+
+    left1 = ["Gulls nest on the north cliffs.", "Each pair raises two chicks.", "The colony has grown since"]
+    left1 += ["the fishing ban.", "Counts were made by infor-", "mation gathered from drones."]
+    right1 = ["Terns arrive in late April.", "They leave in early August.", "Their numbers fell by half.", "Storms"]
+    right1 += ["destroyed many nests.", "Rats were seen near the pier."]
+    page2 = (
+        ["Methods were simple.", "We counted nests twice a year.", "Volunteers walked the paths.", "Weather was"],
+        ["Results follow the counts.", "The gull colony tripled.", "The tern colony halved.", "Puffins stayed"],
+    )
+    page3 = (
+        ["Discussion of the ban.", "Fishing limits helped gulls.", "Terns need sand banks.", "References"],
+        ["[1] A. Smith. Puffins of Norway.", "Journal of Birds, 1999.", "[2] B. Jones. Gull counts.", "Ibis, 2004."],
+    )
+    path = write_paper_pdf(
+        tmp_path / "paper.pdf",
+        [(left1, right1), page2, page3],
+        title="Seabirds of the island",
+        header="Journal of Island Studies, Vol. 3",
+    )
+    doc = load_document(path, "paper.pdf")
+    text = doc.text
+    # column order: the whole left column, then the right one
+    assert text.index("the fishing ban.") < text.index("Terns arrive in late April.")
+    assert "Gulls nest on the north cliffs. Terns" not in text.replace("\n", " ")
+    assert "since\nthe fishing ban." in text
+    # hyphenation rejoined, running header and page numbers gone
+    assert "Counts were made by information" in text and "infor-" not in text
+    assert "Journal of Island Studies" not in text
+    assert not any(line.strip().isdigit() for line in text.split("\n"))
+    # the references are not passages; the text before them is
+    assert "Puffins of Norway" not in text and "Gull counts" not in text
+    assert "Terns need sand banks." in text
+    chunks = chunk_document(doc, 600, 100)
+    terns = next(c for c in chunks if "Terns arrive in late April." in c.text)
+    assert terns.page == 1
+    assert next(c for c in chunks if "The gull colony tripled." in c.text).page == 2
