@@ -195,6 +195,33 @@ def test_a_rebuild_swaps_in_the_complete_new_index(settings, seed_corpus):
     assert code == 0 and on_disk["chunks"] == on_disk["vectors"] == report.chunks
 
 
+@pytest.mark.model
+def test_a_rebuild_of_an_index_that_is_a_mount_point_checks_everything_first(settings, seed_corpus, mount, monkeypatch):
+    """Nothing can be built beside a mounted index folder (a Docker volume): the rebuild clears it in place, so the
+    model and the corpus are checked first, and a mistake still costs nothing."""
+    settings.vectorstore.mkdir()
+    if mount("-t", "tmpfs", "-o", "size=32m", "tmpfs", at=settings.vectorstore):
+        how = "mount point: a real tmpfs mounted at the index folder"
+    else:
+        how = "mount point: simulated, os.path.ismount says so (no mount here)"
+        real = os.path.ismount
+        monkeypatch.setattr("qa.store.os.path.ismount", lambda p: Path(p) == settings.vectorstore.resolve() or real(p))
+    before = ingest_seeds(settings)
+    with pytest.raises(ConfigError, match="embed_model 'all-MiniLM-L6-v2-typo'"):
+        Assistant(settings.replace(embed_model="all-MiniLM-L6-v2-typo")).ingest(rebuild=True)
+    with pytest.raises(CorpusError):
+        Assistant(settings).ingest(seed_corpus.parent / "missing", rebuild=True)
+    kept = Assistant(settings)
+    assert kept.status()["chunks"] == kept.status()["vectors"] == before["chunks"]
+    kept.store.close()
+
+    rechunked = Assistant(settings.replace(chunk_size=400))
+    report = rechunked.ingest(rebuild=True)
+    assert rechunked.status()["chunks"] == rechunked.status()["vectors"] == report.chunks != before["chunks"]
+    rechunked.store.close()
+    print(how)
+
+
 # ---- what the index folder is ----------------------------------------------------------------------------------
 
 
