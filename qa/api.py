@@ -20,7 +20,7 @@ from qa.embeddings import embedding_id
 from qa.errors import CorpusError, DocumentError, IndexBusyError, QuestionError, StorageError
 from qa.ingest import IngestReport, chunking_signature, ingest
 from qa.prompts import rewrite_question
-from qa.retrieve import Retriever
+from qa.retrieve import Retriever, ScoreReranker
 from qa.store import Store, rebuild
 
 History = list[tuple[str, str]]  # earlier (question, answer text) turns of one conversation
@@ -270,12 +270,12 @@ class Assistant:
     @cached_property
     def retriever(self) -> Retriever:
         s = self.settings
-        reranker = None
+        rerankers = []
         if s.rerank_model:
             from qa.embeddings import CrossEncoderReranker
 
-            reranker = CrossEncoderReranker(s.rerank_model, s.threads)
-        return Retriever(self.store, self.embedder, s.candidates, reranker, s.rerank_depth)
+            rerankers.append(ScoreReranker(CrossEncoderReranker(s.rerank_model, s.threads), s.rerank_depth))
+        return Retriever(self.store, self.embedder, s.candidates, rerankers)
 
     def ask(
         self, question: str, history: History | None = None, sources: list[str] | None = None, top_k: int | None = None

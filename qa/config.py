@@ -14,7 +14,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from qa.errors import ConfigError
 
@@ -27,6 +27,12 @@ def __getattr__(name: str) -> Any:
 
         return SUPPORTED_SUFFIXES
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+LLM = Literal["local", "openai"]  # llama.cpp with a GGUF file, or any OpenAI-compatible endpoint
+EmbedBackend = Literal["torch", "onnx", "onnx-int8"]
+# Settings with a fixed set of values: read as text, then checked against their choices when Settings is built.
+_CHOICES = {"llm": LLM, "embed_backend": EmbedBackend}
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ class Settings:
     embed_batch: int = 32
     # onnx-int8 | onnx | torch. int8 ONNX (exported once into cache_dir, offline) keeps retrieval quality and is
     # faster where the CPU has int8 kernels (2x with AVX-512 VNNI; 1.35x ingest end to end on AVX2, eval/bench.py).
-    embed_backend: str = "onnx-int8"
+    embed_backend: EmbedBackend = "onnx-int8"
     chunk_size: int = 600  # characters (~140 tokens: under MiniLM's 256-token window, and short prompts)
     chunk_overlap: int = 100
     threads: int = 2
@@ -65,7 +71,7 @@ class Settings:
     judge_threshold: float = 0.6
 
     # Generator: "local" (llama.cpp GGUF) or "openai" (any OpenAI-compatible endpoint)
-    llm: str = "local"
+    llm: LLM = "local"
     llm_model: str = "qwen2.5-coder-1.5b"  # builtin name, a .gguf path, or the API model name
     llm_base_url: str = "http://127.0.0.1:8080/v1"
     llm_api_key: str = ""
@@ -94,6 +100,11 @@ class Settings:
             raise ConfigError(
                 f"setting 'chunk_overlap' ({self.chunk_overlap}) must be smaller than 'chunk_size' ({self.chunk_size})"
             )
+        # A mistyped choice would otherwise fail only when first used (the model, at the first question).
+        for name, kind in _CHOICES.items():
+            choices = get_args(kind)
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"setting '{name}': must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -178,7 +189,7 @@ def load_settings(overrides: dict[str, Any] | None = None, env: dict[str, str] |
     Raises ConfigError naming the setting or file that is wrong.
     """
     env = os.environ if env is None else env
-    types = {f.name: f.type for f in fields(Settings)}
+    types = {f.name: "str" if f.name in _CHOICES else f.type for f in fields(Settings)}
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
 

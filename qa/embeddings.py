@@ -7,10 +7,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, get_args
 
 import numpy as np
 
+from qa.config import EmbedBackend
 from qa.errors import ConfigError
 
 # Names that resolve to model folders shipped inside PyPI packages (no model hub is needed for them).
@@ -41,7 +42,7 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+BACKENDS = get_args(EmbedBackend)  # ("torch", "onnx", "onnx-int8")
 
 
 def embedding_id(model: str, backend: str) -> str:
@@ -189,7 +190,8 @@ def get_embedder(
 
 
 class CrossEncoderReranker:
-    """A sentence-transformers CrossEncoder (hub name or local folder) scoring (question, passage) pairs.
+    """A sentence-transformers CrossEncoder (hub name or local folder) scoring (question, passage) pairs: a
+    qa.retrieve.Scorer, which qa.retrieve.ScoreReranker turns into a reranking stage.
 
     Optional: no trained cross-encoder installs with its weights from PyPI here (MODELS.md), so `rerank_model`
     is empty by default; a user with a model hub or a downloaded folder names one in config.

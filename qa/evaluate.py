@@ -371,7 +371,7 @@ def run_beir(
     """Ingest a BEIR test split (as files in `corpus`) through `assistant` and score each retrieval mode.
 
     Returns {"documents", "ingest", "modes": [beir_scores row per mode]}. Without `modes`: bm25, dense and
-    hybrid, and hybrid+rerank when the assistant has a reranker."""
+    hybrid, and hybrid+rerank when the assistant has rerankers."""
     from qa.retrieve import MODES
 
     documents, queries, qrels = load_beir(folder, max_docs, max_queries)
@@ -379,7 +379,7 @@ def run_beir(
     report = assistant.ingest(corpus, progress=ingest_progress)
     if log:
         log(f"{len(documents)} documents, {len(queries)} queries; ingest: {report.summary()}")
-    modes = modes or [m for m in MODES if m != "hybrid+rerank" or assistant.retriever.reranker]
+    modes = modes or [m for m in MODES if m != "hybrid+rerank" or assistant.retriever.rerankers]
     rows = [beir_scores(assistant.retriever, queries, qrels, mode) for mode in modes]
     return {"documents": len(documents), "ingest": report.to_dict(), "modes": rows}
 

@@ -1,54 +1,91 @@
-"""Retrieval: dense (Chroma) and keyword (SQLite FTS5 BM25) results fused by reciprocal rank, optionally
-re-scored by a cross-encoder."""
+"""Retrieval: dense (Chroma) and keyword (SQLite FTS5 BM25) results fused by reciprocal rank, then passed through
+the rerankers in order (none by default; a configured cross-encoder is one)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
 
 from qa.chunking import Chunk
 from qa.errors import ConfigError
 from qa.store import Store
 
-MODES = ("bm25", "dense", "hybrid", "hybrid+rerank")
+MODES = ("bm25", "dense", "hybrid", "hybrid+rerank")  # hybrid+rerank: hybrid, then the rerankers
 RRF_K = 60  # the constant from Cormack et al. (2009); flattens the difference between top ranks
 
 
 @dataclass
 class Passage:
     chunk: Chunk
-    # the mode's score: cosine (dense), BM25 (bm25), fused RRF (hybrid); for hybrid+rerank the cross-encoder's
-    # score for the best `rerank_depth` passages, which come first, then the rest in fused order
+    # the mode's score: cosine (dense), BM25 (bm25), fused RRF (hybrid); for hybrid+rerank what the last reranker
+    # set (a cross-encoder's score for the best `depth` passages, which come first, then the rest in fused order)
     score: float
     dense: float | None = None  # cosine similarity to the question, when the dense search saw it
     keyword: float | None = None  # BM25 score, when the keyword search saw it
 
 
+class QueryEmbedder(Protocol):
+    """What retrieval needs of an embedder (qa.embeddings.Embedder has it)."""
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+
+class Scorer(Protocol):
+    """Scores (query, text) pairs, higher is better: a cross-encoder (qa.embeddings.CrossEncoderReranker)."""
+
+    def scores(self, query: str, texts: list[str]) -> list[float]: ...
+
+
+class Reranker(Protocol):
+    """A stage after fusion: takes the fused passages, best first, and returns them in its order."""
+
+    depth: int  # how many of the best fused passages it looks at; the retriever fuses at least this many
+
+    def rerank(self, query: str, passages: list[Passage]) -> list[Passage]: ...
+
+
+@dataclass
+class ScoreReranker:
+    """Re-scores the best `depth` passages with a Scorer and puts them first, best first; the rest follow in the
+    order they came."""
+
+    scorer: Scorer
+    depth: int = 20
+
+    def rerank(self, query: str, passages: list[Passage]) -> list[Passage]:
+        top = passages[: self.depth]
+        for p, score in zip(top, self.scorer.scores(query, [p.chunk.text for p in top]), strict=True):
+            p.score = score
+        return sorted(top, key=lambda p: p.score, reverse=True) + passages[self.depth :]
+
+
 class Retriever:
-    def __init__(self, store: Store, embedder, candidates: int = 30, reranker=None, rerank_depth: int = 20):
+    def __init__(self, store: Store, embedder: QueryEmbedder, candidates: int = 30, rerankers: Sequence[Reranker] = ()):
         self.store = store
         self.embedder = embedder
         self.candidates = candidates
-        self.reranker = reranker  # anything with scores(query, texts) -> list[float]; see embeddings.py
-        self.rerank_depth = rerank_depth
+        self.rerankers = list(rerankers)  # applied in order after fusion, in mode hybrid+rerank
 
     @property
     def default_mode(self) -> str:
-        return "hybrid+rerank" if self.reranker else "hybrid"
+        return "hybrid+rerank" if self.rerankers else "hybrid"
 
     def search(self, query: str, k: int, mode: str | None = None, sources: list[str] | None = None) -> list[Passage]:
         """The k best passages for `query`, optionally only from the files in `sources`. The default mode is
-        hybrid, reranked when a reranker is configured."""
+        hybrid, reranked when rerankers are configured."""
         mode = mode or self.default_mode
         if mode not in MODES:
             raise ValueError(f"retrieval mode '{mode}': expected one of {', '.join(MODES)}")
         if mode == "hybrid+rerank":
-            if self.reranker is None:
+            if not self.rerankers:
                 raise ConfigError("retrieval mode 'hybrid+rerank' needs a rerank_model (a CrossEncoder)")
-            fused = self.search(query, max(k, self.rerank_depth), "hybrid", sources)
-            top = fused[: self.rerank_depth]
-            for p, score in zip(top, self.reranker.scores(query, [p.chunk.text for p in top]), strict=True):
-                p.score = score
-            return (sorted(top, key=lambda p: p.score, reverse=True) + fused[self.rerank_depth :])[:k]
+            passages = self.search(query, max(k, *(r.depth for r in self.rerankers)), "hybrid", sources)
+            for reranker in self.rerankers:
+                passages = reranker.rerank(query, passages)
+            return passages[:k]
         n = max(k, self.candidates)
         dense = []
         if mode in ("dense", "hybrid"):

@@ -33,6 +33,9 @@ def test_defaults_then_config_file_then_environment_then_flags(tmp_path):
         ({"QA_JUDGE_THRESHOLD": "2"}, "setting 'judge_threshold': must be between 0 and 1, got 2"),
         ({"QA_LLM_TIMEOUT": "0"}, "setting 'llm_timeout': must be more than 0, got 0"),
         ({"QA_EMBED_BATCH": "-3"}, "setting 'embed_batch': must be at least 1, got -3"),
+        # choices are checked at start-up, not when the model is first needed
+        ({"QA_LLM": "ollama"}, "setting 'llm': must be one of local, openai, got 'ollama'"),
+        ({"QA_EMBED_BACKEND": "int4"}, "setting 'embed_backend': must be one of torch, onnx, onnx-int8, got 'int4'"),
         ({"QA_CONFIG": "nowhere.toml"}, "QA_CONFIG names nowhere.toml, which is not a file"),
     ],
 )
