@@ -122,6 +122,16 @@ class Evidence:
 
 # ---- checking ------------------------------------------------------------------------------------------
 
+# The checker's thresholds. Changing one changes which answers are kept: re-run the seeds and ClapNQ evaluations.
+SUPPORT_MIN = 0.5  # share of a sentence's content words its passage must contain
+SHORT_ANSWER_WORDS = 3  # a sentence adding fewer new content words than this is a short answer ("2012.") ...
+# ... and its support is at most this times the share of the question's content words the passage holds (with 2,
+# a passage must hold a quarter of them to reach SUPPORT_MIN: it must be about what was asked)
+SHORT_ANSWER_TOPIC_FACTOR = 2
+SKELETON_MIN_LENGTH = 6  # names shorter than this never match another spelling ("Bush" / "Bash")
+QUOTE_PAIR_PENALTY = 0.2  # a quote of two sentences must cover this much more of the claim than one sentence
+QUOTE_LENGTH_PENALTY = 0.001  # per 100 characters of quote: of two quotes that cover as much, the shorter wins
+
 
 def _names(sentence: str) -> set[str]:
     """Capitalised words after the first word: the names a fabricated answer tends to invent."""
@@ -134,7 +144,7 @@ def _skeleton(word: str) -> str:
     """A long name's consonants in order, doubles collapsed: transliterations of one name differ in vowels
     ("Mujahedeen" / "Mujahadin" / "Mojahedin" -> "mjhdn"), while different names differ in consonants
     ("Obama" / "Osama", "Iran" / "Iraq")."""
-    if len(word) < 6:
+    if len(word) < SKELETON_MIN_LENGTH:
         return ""  # short words share skeletons by chance ("Bush" / "Bash")
     return re.sub(r"(.)\1+", r"\1", re.sub(r"[aeiouy]", "", word))
 
@@ -159,13 +169,10 @@ def support(sentence: str, passage_text: str, question: str = "") -> float:
             return 0.0
     if not new:
         return 0.0  # restating the question answers nothing
-    if len(new) < 3:
+    if len(new) < SHORT_ANSWER_WORDS:
         # a short answer: the passage must also be about what was asked
-        return min(len(new & have) / len(new), 2 * len(asked & have) / max(1, len(asked)))
+        return min(len(new & have) / len(new), SHORT_ANSWER_TOPIC_FACTOR * len(asked & have) / max(1, len(asked)))
     return len(new & have) / len(new)
-
-
-SUPPORT_MIN = 0.5  # share of a sentence's content words its passage must contain
 
 
 def best_quote(sentence: str, passage_text: str) -> tuple[int, int]:
@@ -178,7 +185,11 @@ def best_quote(sentence: str, passage_text: str) -> tuple[int, int]:
         covered = content_words(passage_text[start:end])
         # favour coverage, then shortness: a pair of sentences must cover clearly more than one sentence
         pair = (start, end) not in spans
-        score = len(claim & covered) / max(1, len(claim)) - (0.2 if pair else 0.0) - 0.001 * (end - start) / 100
+        score = (
+            len(claim & covered) / max(1, len(claim))
+            - (QUOTE_PAIR_PENALTY if pair else 0.0)
+            - QUOTE_LENGTH_PENALTY * (end - start) / 100
+        )
         if score > best_score:
             best, best_score = (start, end), score
     start, end = best
