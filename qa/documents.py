@@ -7,6 +7,7 @@ of its element, and for PDF to the line within its page, so every citation can p
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import unicodedata
@@ -18,6 +19,8 @@ from pathlib import Path
 import ftfy
 
 from qa.errors import CorpusError, DocumentError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -284,7 +287,8 @@ def _reorder_columns(data: bytes, pages: list[str], skip: set[int]) -> None:
         import pypdfium2 as pdfium
 
         pdf = pdfium.PdfDocument(data)
-    except Exception:  # the text pypdf read stays as it is
+    except Exception as exc:  # the text pypdf read stays as it is
+        log.debug("PDFium cannot open the PDF (%s): columns are not reordered", exc)
         return
     try:
         for index in range(len(pages)):
@@ -294,7 +298,8 @@ def _reorder_columns(data: bytes, pages: list[str], skip: set[int]) -> None:
             ordered = _column_order(_segments(page.get_textpage()), page.get_width())
             if ordered is not None:
                 pages[index] = "\n".join(ordered)
-    except Exception:
+    except Exception as exc:
+        log.debug("PDFium cannot read the character boxes (%s): the rest keeps pypdf's order", exc)
         return
     finally:
         pdf.close()

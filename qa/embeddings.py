@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
@@ -13,6 +14,8 @@ import numpy as np
 
 from qa.config import EmbedBackend
 from qa.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 # Names that resolve to model folders shipped inside PyPI packages (no model hub is needed for them).
 _SHIPPED = {
@@ -59,7 +62,8 @@ def quantization_target() -> str:
         return "arm64"
     try:
         flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
+    except OSError as exc:
+        log.debug("no /proc/cpuinfo (%s): int8 kernels for AVX2 assumed", exc)
         flags = set()
     if "avx512_vnni" in flags:
         return "avx512_vnni"

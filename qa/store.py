@@ -22,6 +22,7 @@ import ctypes
 import errno
 import fcntl
 import functools
+import logging
 import os
 import re
 import shutil
@@ -38,6 +39,8 @@ import numpy as np
 
 from qa.chunking import Chunk
 from qa.errors import ConfigError, IndexBusyError, IndexMismatchError, QAError, StorageError, StoreUnavailableError
+
+log = logging.getLogger(__name__)
 
 SCHEMA = 1
 
@@ -154,7 +157,8 @@ def _free_bytes(folder: Path) -> int:
         probe = probe.parent
     try:
         return shutil.disk_usage(probe).free
-    except OSError:
+    except OSError as exc:
+        log.debug("free space under %s unknown (%s): not taken as a full disk", probe, exc)
         return 1 << 62  # unknown: not evidence of a full disk
 
 
@@ -337,8 +341,8 @@ class Store:
             raise ConfigError(f"chroma_url '{url}': expected something like http://127.0.0.1:8000")
         try:
             chroma_settings.chroma_server_http_timeout = timeout  # seconds per request
-        except Exception:  # older settings objects may be frozen; the default timeout then applies
-            pass
+        except Exception as exc:  # older settings objects may be frozen; the default timeout then applies
+            log.warning("this chromadb ignores store_timeout (%s); its default request timeout applies", exc)
         try:
             return chromadb.HttpClient(
                 host=parsed.hostname,
@@ -538,7 +542,8 @@ class Store:
     def _max_batch(self) -> int:
         try:
             return min(5000, int(self._client.get_max_batch_size()))
-        except Exception:
+        except Exception as exc:
+            log.debug("Chroma's largest batch unknown (%s): writing 1000 vectors at a time", exc)
             return 1000
 
     @staticmethod
@@ -741,14 +746,17 @@ def _forget_embedded_chroma(*folders: Path) -> None:
     try:
         from chromadb.api.shared_system_client import SharedSystemClient as shared
     except ImportError:
+        log.debug("this chromadb has no SharedSystemClient: embedded instances are not forgotten after a swap")
         return
     wanted = {os.path.realpath(f) for f in folders}
     for key in [k for k in shared._identifier_to_system if k and os.path.realpath(k) in wanted]:
         system = shared._identifier_to_system.pop(key, None)
         getattr(shared, "_identifier_to_refcount", {}).pop(key, None)
         if system is not None:
-            with contextlib.suppress(Exception):
+            try:
                 system.stop()
+            except Exception as exc:
+                log.debug("stopping the embedded Chroma of %s: %s", key, exc)
 
 
 T = TypeVar("T")
@@ -821,11 +829,15 @@ def rebuild(
             _exchange(aside, target)
         except BaseException as exc:
             if renamed:  # the folders were not swapped: give the old collection its name back
-                with contextlib.suppress(Exception):
+                try:
                     _unswap_collections(new, collection, temp)
-            with contextlib.suppress(Exception):
+                except Exception as undo:
+                    log.warning("rebuild failed; renaming collection %s back failed too: %s", collection, undo)
+            try:
                 if chroma_url:
                     new._client.delete_collection(temp)
+            except Exception as undo:
+                log.warning("rebuild failed; its collection %s is left on the Chroma server: %s", temp, undo)
             new.close()
             _forget_embedded_chroma(aside / "chroma")
             shutil.rmtree(aside, ignore_errors=True)
@@ -834,8 +846,10 @@ def rebuild(
             raise
     # `aside` now holds the old index.
     if chroma_url:
-        with contextlib.suppress(Exception):
+        try:
             new._client.delete_collection(f"{collection}-old")
+        except Exception as exc:
+            log.warning("the old index's collection %s-old is left on the Chroma server: %s", collection, exc)
     else:
         _forget_embedded_chroma(target / "chroma", aside / "chroma")
     shutil.rmtree(aside, ignore_errors=True)
