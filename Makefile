@@ -65,3 +65,4 @@ check: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check qa tests eval
+	$(VENV)/bin/mypy  # qa/, configured in pyproject.toml

@@ -252,8 +252,8 @@ def check_answer(question: str, raw: str, passages: list[Passage]) -> Answer:
                     )
                 )
             markers.append(f"[{citation_index[key]}]")
-        body, end = (claim_text[:-1], claim_text[-1]) if claim_text[-1] in ".!?" else (claim_text, ".")
-        sentence_out = f"{body.rstrip()} {''.join(markers)}{end}"
+        body, stop = (claim_text[:-1], claim_text[-1]) if claim_text[-1] in ".!?" else (claim_text, ".")
+        sentence_out = f"{body.rstrip()} {''.join(markers)}{stop}"
         if sentence_out not in kept_sentences:  # small models sometimes repeat themselves verbatim
             kept_sentences.append(sentence_out)
     while kept_sentences and not MARKER.search(kept_sentences[-1]):

@@ -190,6 +190,7 @@ def bench_ingest(settings, args, work: Path, log) -> dict:
                     if backend:
                         last.store.close()
                     shutil.rmtree(index, ignore_errors=True)
+            assert last is not None  # runs >= 1
             mb = text_mb(corpus)
             row = {
                 "system": name,

@@ -17,6 +17,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def stage(item: dict, threshold: float) -> str:
@@ -44,7 +45,7 @@ def auroc(positives: list[float], negatives: list[float]) -> float | None:
 
 
 def breakdown(items: list[dict], threshold: float) -> dict:
-    out = {}
+    out: dict[str, Any] = {}
     for half, answerable in (("answerable", True), ("unanswerable", False)):
         group = [i for i in items if i["expected"]["answerable"] == answerable]
         counts = {s: 0 for s in ("answered", "declined by the gate", "declined by the judge", "declined by the checks")}

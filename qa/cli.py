@@ -213,6 +213,7 @@ def cmd_ask(args, assistant) -> int:
             print_evidence(event)  # the sources first, seconds before the model has read them
         elif isinstance(event, Answer):
             answer = event
+    assert answer is not None  # stream always ends with the Answer
     if args.json:
         print(json.dumps(answer.to_dict(), ensure_ascii=False, indent=2))
     else:

@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -182,7 +183,7 @@ def _as_bool(name: str, raw: Any) -> bool:
     raise ConfigError(f"setting '{name}': expected true or false (or on/off, yes/no, 1/0), got {raw!r}")
 
 
-def load_settings(overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Settings:
+def load_settings(overrides: dict[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from defaults, config file, environment and explicit overrides (CLI flags).
 
     Overrides whose value is None are ignored, so a CLI can pass every flag unconditionally.

@@ -13,6 +13,7 @@ import statistics
 import string
 from collections import Counter
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -441,7 +442,7 @@ def run_clapnq(
     return result
 
 
-def load_clapnq(folder: Path, per_half: int | None = None, seed: int = 5, exclude: set[str] = frozenset()):
+def load_clapnq(folder: Path, per_half: int | None = None, seed: int = 5, exclude: AbstractSet[str] = frozenset()):
     """(passages {file name: (title, text)}, questions) from ClapNQ dev: every passage, and `per_half`
     seeded questions from each of the answerable and unanswerable halves (all of them without it).
     Questions in `exclude` (those used for calibration) are never asked; their passages stay in the corpus."""

@@ -9,7 +9,7 @@ from qa.injection import REMOVED, instruction_spans, neutralise
 from qa.text import DECLINE_TEXT, source_page
 
 if TYPE_CHECKING:
-    from qa.generators.base import Generator
+    from qa.generators.base import Generator, Message
     from qa.retrieve import Passage
 
 SYSTEM_PROMPT = """You answer questions about a collection of documents, using only the numbered sources \
@@ -30,7 +30,7 @@ def _title_view(title: str) -> str:
 
 def build_messages(
     question: str, passages: list[Passage], decline_rule: bool = False, instruction: str = ANSWER_INSTRUCTION
-) -> list[dict]:
+) -> list[Message]:
     """The chat messages for one question; `instruction` ends them (the judge asks a yes/no question instead).
 
     The judge and the answer share everything but the instruction, so llama.cpp evaluates the sources once.

@@ -102,7 +102,8 @@ class Hit:
 
 
 def _row_to_chunk(row: tuple) -> Chunk:
-    return Chunk(*row[:7], row[7] or None, row[8] or "", row[9])
+    chunk_id, text, source, start_char, end_char, start_line, end_line, page, title, digest = row
+    return Chunk(chunk_id, text, source, start_char, end_char, start_line, end_line, page or None, title or "", digest)
 
 
 # What qa itself keeps in an index folder; anything else there belongs to someone else.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol, TypedDict, runtime_checkable
+from typing import Protocol, TypedDict, TypeGuard, runtime_checkable
 
 
 class Message(TypedDict):
@@ -38,5 +38,5 @@ class Judge(Protocol):
         ...
 
 
-def can_judge(generator: object) -> bool:
+def can_judge(generator: object) -> TypeGuard[Judge]:
     return isinstance(generator, Judge)

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from qa.config import Settings
 from qa.errors import ConfigError, GeneratorError
@@ -132,7 +133,7 @@ class LlamaCppGenerator:
         self.n_ctx = settings.llm_ctx
         # One llama.cpp context cannot serve two requests at once; callers queue here.
         self.lock = threading.Lock()
-        self._formatter = None
+        self._formatter: Any = None  # llama_cpp's Jinja2ChatFormatter, made on first use
         self.last_usage: dict[str, int] | None = None  # tokens read and written by the last call
 
     @classmethod
