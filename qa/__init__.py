@@ -4,8 +4,7 @@ from qa import Assistant
 answer = Assistant(corpus="docs").ask("What changed in 2023?")
 """
 
-from qa.answer import Answer, Citation
 from qa.api import Assistant
-from qa.chunking import Chunk
+from qa.types import Answer, Chunk, Citation
 
 __all__ = ["Answer", "Assistant", "Chunk", "Citation"]

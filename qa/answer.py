@@ -10,11 +10,9 @@ found nothing relevant, the answer is an explicit decline.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
 
 from qa.injection import REMOVED, evidence, instruction_spans, neutralise
 from qa.prompts import ANSWER_INSTRUCTION, DECLINE_RULE, JUDGE_INSTRUCTION, SYSTEM_PROMPT, build_messages
-from qa.retrieve import Passage
 from qa.text import (
     CHECK_STOP,
     DECLINE_PHRASE,
@@ -27,8 +25,9 @@ from qa.text import (
     stem,
     words,
 )
+from qa.types import Answer, Citation, Evidence, Passage
 
-# Re-exported: these lived here before qa.prompts, qa.injection and qa.text.
+# Re-exported: these lived here before qa.prompts, qa.injection, qa.text and qa.types.
 __all__ = [
     "ANSWER_INSTRUCTION",
     "DECLINE_RULE",
@@ -50,74 +49,6 @@ __all__ = [
     "split_sentences",
     "support",
 ]
-
-
-@dataclass
-class Citation:
-    n: int
-    source: str
-    start_line: int
-    end_line: int
-    page: int | None
-    quote: str  # verbatim sentence(s) from the cited passage that support the claim
-    score: float  # how much of the claim's wording the quote covers, 0..1
-    chunk_id: str = ""
-
-
-@dataclass
-class Answer:
-    """What every edge shows: the checked answer, its citations, the passages it came from, and timings."""
-
-    question: str
-    text: str
-    abstained: bool
-    citations: list[Citation] = field(default_factory=list)
-    retrieved: list[Passage] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    unsupported: list[str] = field(default_factory=list)  # sentences removed because no passage backs them
-    standalone_question: str = ""  # the follow-up rewritten for retrieval, when there was history
-    judge: float | None = None  # the model's P(yes) that the sources state the answer, when it can judge
-    model: str = ""
-    raw: str = ""  # the model's reply before checking
-    # which stage declined: "relevance" | "judge" | "model" | "checks" (qa.stages); None when answered
-    declined_by: str | None = None
-    # tokens the model read and wrote, per call ("judge", "draft", "rewrite"), in OpenAI's names
-    usage: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {
-            "question": self.question,
-            "answer": self.text,
-            "abstained": self.abstained,
-            "citations": [{k: v for k, v in asdict(c).items() if k != "chunk_id"} for c in self.citations],
-            "retrieved": [
-                {
-                    "source": p.chunk.source,
-                    "start_line": p.chunk.start_line,
-                    "end_line": p.chunk.end_line,
-                    "page": p.chunk.page,
-                    "score": round(p.score, 6),
-                    "dense": None if p.dense is None else round(p.dense, 4),
-                    "text": p.chunk.text,
-                }
-                for p in self.retrieved
-            ],
-            "timings": {k: round(v, 4) for k, v in self.timings.items()},
-            "unsupported": self.unsupported,
-            "standalone_question": self.standalone_question,
-            "judge": None if self.judge is None else round(self.judge, 4),
-            "model": self.model,
-            "declined_by": self.declined_by,
-            "usage": self.usage,
-        }
-
-
-@dataclass
-class Evidence:
-    """The first event of `Assistant.stream`: the passages the model will read, as soon as retrieval is done."""
-
-    passages: list[Passage]
-    seconds: float  # from the question to the passages being ready
 
 
 # ---- checking ------------------------------------------------------------------------------------------

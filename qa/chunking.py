@@ -4,39 +4,14 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from dataclasses import asdict, dataclass
 
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from qa.documents import Document
-from qa.text import short_location
+from qa.types import Chunk  # defined there, importable from here as before
 
 # Paragraphs first, then sentences, then clauses and words: a chunk ends at a sentence end when it can.
 SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""]
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """A piece of one document with its exact place in it. The unit we embed, retrieve and cite."""
-
-    id: str  # deterministic: same file, place and text -> same id
-    text: str
-    source: str  # path relative to the corpus root
-    start_char: int  # offsets into the cleaned document text
-    end_char: int
-    start_line: int  # 1-based, inclusive, lines of the original file (of the page for PDFs)
-    end_line: int
-    page: int | None  # 1-based page for PDFs, else None
-    title: str
-    hash: str  # sha256 of `text`
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @property
-    def location(self) -> str:
-        """Where the chunk is, as the terminal writes it: "a.txt lines 3-5", "b.pdf p.2 line 7"."""
-        return short_location(self.source, self.start_line, self.end_line, self.page)
 
 
 def content_hash(text: str) -> str:

@@ -10,7 +10,7 @@ from qa.text import DECLINE_TEXT, source_page
 
 if TYPE_CHECKING:
     from qa.generators.base import Generator, Message
-    from qa.retrieve import Passage
+    from qa.types import Passage
 
 SYSTEM_PROMPT = """You answer questions about a collection of documents, using only the numbered sources \
 the user gives you.

@@ -9,22 +9,12 @@ from typing import Protocol
 
 import numpy as np
 
-from qa.chunking import Chunk
 from qa.errors import ConfigError
 from qa.store import Store
+from qa.types import Passage  # defined there, importable from here as before
 
 MODES = ("bm25", "dense", "hybrid", "hybrid+rerank")  # hybrid+rerank: hybrid, then the rerankers
 RRF_K = 60  # the constant from Cormack et al. (2009); flattens the difference between top ranks
-
-
-@dataclass
-class Passage:
-    chunk: Chunk
-    # the mode's score: cosine (dense), BM25 (bm25), fused RRF (hybrid); for hybrid+rerank what the last reranker
-    # set (a cross-encoder's score for the best `depth` passages, which come first, then the rest in fused order)
-    score: float
-    dense: float | None = None  # cosine similarity to the question, when the dense search saw it
-    keyword: float | None = None  # BM25 score, when the keyword search saw it
 
 
 class QueryEmbedder(Protocol):

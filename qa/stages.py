@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from qa.answer import Answer, check_answer, declined
 from qa.generators.base import Generator, can_judge
 from qa.prompts import JUDGE_INSTRUCTION, build_messages
-from qa.retrieve import Passage
+from qa.types import Passage
 
 DECLINED_BY = ("relevance", "judge", "model", "checks")
 
