@@ -1,25 +1,32 @@
 # Two commands do all set-up on a fresh machine: `make chat` and `make test`. `make check` is the fast lane.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-# llama.cpp is compiled once, for a CPU level every x86-64 machine we run on has (x86-64-v3: AVX2, FMA, F16C,
-# BMI2), not with -march=native. A native build on an Intel Xeon with AMX puts the weights in llama.cpp's AMX
-# buffer and dies with SIGILL on the first tile instruction (../shared/FACTS.md); a native build on an AVX-512
-# machine would die the same way on an AVX2-only one if the wheel or venv were reused. AVX-512 and AMX stay off;
-# the speed this costs is measured in the README ("Why llama.cpp is built for AVX2").
+# llama.cpp is compiled for the instruction sets this machine's CPU lists, never with -march=native and never
+# with AMX. A native build on an Intel Xeon with AMX puts the weights in llama.cpp's AMX buffer and dies with
+# SIGILL on the first tile instruction (../shared/FACTS.md). AVX-512 is kept where the CPU has it: it evaluates
+# prompts 2.0x as fast as an AVX2 build here (README, "Why llama.cpp is built this way"). The flags come from
+# /proc/cpuinfo, so a machine of another CPU kind gets its own build (a new wheel folder and a new install
+# stamp), and a venv carried to a CPU that lacks its instructions is one clear error at load (qa/generators/native.py).
 LLAMA_VERSION := 0.3.36
+CPU_FLAGS := $(shell grep -m1 -E '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2)
+on = $(if $(strip $(foreach f,$(1),$(if $(filter $(f),$(CPU_FLAGS)),,x))),OFF,ON)
 ifeq ($(shell uname -m),x86_64)
-LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
-  -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=$(call on,avx) -DGGML_AVX2=$(call on,avx2) -DGGML_FMA=$(call on,fma) \
+  -DGGML_F16C=$(call on,f16c) -DGGML_BMI2=$(call on,bmi2) -DGGML_AVX_VNNI=$(call on,avx_vnni) \
+  -DGGML_AVX512=$(call on,avx512f avx512cd avx512vl avx512dq avx512bw) -DGGML_AVX512_VBMI=$(call on,avx512vbmi) \
+  -DGGML_AVX512_VNNI=$(call on,avx512_vnni) -DGGML_AVX512_BF16=$(call on,avx512_bf16) \
+  -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 else
 LLAMA_CMAKE := -DGGML_NATIVE=OFF
 endif
+LLAMA_TAG := $(shell echo '$(LLAMA_CMAKE)' | sha1sum | cut -c1-10)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-8)-$(LLAMA_TAG)
 # The wheel is built into a folder named after its flags, so pip's own wheel cache (which ignores CMAKE_ARGS)
 # can never hand back a build made with other flags.
-WHEELS := $(HOME)/.cache/qa/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(shell echo '$(LLAMA_CMAKE)' | sha1sum | cut -c1-10)
+WHEELS := $(HOME)/.cache/qa/wheels/llama-cpp-python-$(LLAMA_VERSION)-$(LLAMA_TAG)
 LLAMA_WHEEL := $(WHEELS)/.built
 
 .PHONY: chat test check lint browser ocr install
@@ -36,8 +43,8 @@ $(LLAMA_WHEEL):
 
 $(STAMP): pyproject.toml Makefile $(LLAMA_WHEEL)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(VENV)/bin/pip install --disable-pip-version-check --find-links $(WHEELS) --only-binary llama-cpp-python \
-	  "llama-cpp-python[server]==$(LLAMA_VERSION)"
+	# the wheel of this CPU's flags replaces whatever llama-cpp-python the venv had
+	$(VENV)/bin/pip install --disable-pip-version-check --no-deps --force-reinstall $(WHEELS)/llama_cpp_python-*.whl
 	$(VENV)/bin/pip install --disable-pip-version-check --find-links $(WHEELS) -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 

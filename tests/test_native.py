@@ -36,10 +36,11 @@ def test_the_portable_build_runs_on_both_machine_kinds_with_its_fast_repacked_we
     assert cpu.use_extra_bufts and cpu.buffer_types == ["CPU_REPACK", "CPU"]
 
 
-def test_an_amx_build_on_the_amx_machine_keeps_the_weights_out_of_the_amx_buffer():
-    cpu = native.plan(NATIVE_AMX, INTEL_AMX)
+@pytest.mark.parametrize("build", [NATIVE_AVX512, NATIVE_AMX], ids=["avx512-build", "amx-build"])
+def test_an_avx512_or_amx_build_on_the_amx_machine_keeps_the_weights_out_of_the_amx_buffer(build):
+    cpu = native.plan(build, INTEL_AMX)
     assert cpu.ok
-    assert cpu.use_extra_bufts is False and "AMX" not in " ".join(cpu.buffer_types)
+    assert cpu.use_extra_bufts is False and cpu.buffer_types == ["CPU"]
 
 
 @pytest.mark.parametrize("build", [NATIVE_AVX512, NATIVE_AMX], ids=["avx512-build", "amx-build"])
@@ -54,10 +55,14 @@ def test_cpu_flags_are_read_from_cpuinfo_and_an_unknown_cpu_refuses_nothing():
     assert native.plan(NATIVE_AMX, set()).ok  # no /proc/cpuinfo (macOS): the probe still guards
 
 
-def test_this_machine_runs_the_installed_build():
+def test_this_machine_runs_the_installed_build_which_uses_every_instruction_set_it_has_but_amx():
     cpu = native.current_plan()
     assert cpu.ok, cpu.problem()
     assert "AMX_INT8" not in cpu.built  # the Makefile's build leaves AMX out
+    flags = native.cpu_flags()
+    # built for what the CPU has (the Makefile reads /proc/cpuinfo): AVX-512 where there is AVX-512
+    assert ("AVX512" in cpu.built) == ("avx512f" in flags and "avx512bw" in flags)
+    assert "AVX2" in cpu.built or "avx2" not in flags
 
 
 def test_a_probe_that_dies_of_an_illegal_instruction_is_one_line_with_the_fix():

@@ -3,13 +3,14 @@
 llama-cpp-python compiles llama.cpp when it is installed. A build made with `-march=native` on one machine
 uses instructions another machine lacks (AVX-512 on an AVX2-only AMD EPYC), and on an Intel Xeon with AMX it
 puts the weights in llama.cpp's AMX buffer, whose first tile instruction kills the process with SIGILL in the
-virtual machines we run on (../shared/FACTS.md). The Makefile therefore builds for AVX2 with AVX-512 and AMX
-off, which runs on every machine we have seen. This module covers the rest: a user's own build of
-llama-cpp-python, or a wheel copied from another machine.
+virtual machines we run on (../shared/FACTS.md). The Makefile therefore builds for the instruction sets the
+CPU lists in /proc/cpuinfo, with AMX always off. This module covers the rest: a user's own build of
+llama-cpp-python, or a venv carried to a machine of another CPU kind.
 
 - `plan()` compares the features llama.cpp was built for (its system info) with the CPU's flags
   (/proc/cpuinfo): an instruction set the CPU lacks is a clear error before anything runs; an AMX build loads
-  the model without extra buffer types (`use_extra_bufts = False`), which keeps it off the AMX path.
+  the model without extra buffer types (`use_extra_bufts = False`), which keeps it off the AMX path, and so
+  does an AVX-512 build, for speed.
 - `probe()` evaluates one token of the model in a child process once per (library, model, CPU), so the first
   question cannot die with "Illegal instruction": the child does, and the user gets one line saying why.
 """
@@ -47,8 +48,8 @@ BUILD_TO_CPU_FLAG = {
 }
 
 REBUILD_HINT = (
-    "rebuild llama-cpp-python for this machine: `rm -rf ~/.cache/qa/wheels .venv && make install` "
-    "(the Makefile builds a portable AVX2 wheel)"
+    "rebuild llama-cpp-python for this machine: `rm -rf .venv && make install` "
+    "(the Makefile builds it for this CPU's instruction sets, without AMX)"
 )
 
 
@@ -59,7 +60,7 @@ class CpuPlan:
     built: list[str]  # instruction sets llama.cpp was compiled for
     cpu: list[str]  # the relevant flags this CPU lists
     missing: list[str] = field(default_factory=list)  # built for, but the CPU lacks them: it cannot run
-    use_extra_bufts: bool = True  # False keeps the weights out of the AMX buffer (and off weight repacking)
+    use_extra_bufts: bool = True  # False keeps the weights out of the AMX buffer and off AVX2 repacking
     buffer_types: list[str] = field(default_factory=list)  # where the weights will live, best first
 
     @property
@@ -105,11 +106,13 @@ def plan(system_info: str, flags: set[str]) -> CpuPlan:
     built = built_features(system_info)
     isa = sorted(f for f in built if f in BUILD_TO_CPU_FLAG)
     missing = [f for f in isa if flags and BUILD_TO_CPU_FLAG[f] not in flags]
-    # An AMX build moves the weights into the AMX buffer, and the first tile instruction traps (FACTS.md).
-    # Without extra buffer types the same build runs the AVX-512 kernels instead: slower prompt evaluation,
-    # but answers. A build without AMX (the Makefile's) keeps repacking, which is where AVX2 speed comes from.
-    amx = "AMX_INT8" in built
-    use_extra = not amx
+    # Extra buffer types are where llama.cpp puts weights for special kernels: AMX tiles, or AVX2 repacking.
+    # - An AMX build moves the weights into the AMX buffer, and the first tile instruction traps (FACTS.md): off.
+    # - With AVX-512 the plain kernels beat the repacked AVX2 ones at prompt evaluation, which is most of an
+    #   answer's time: 149 against 95 tokens/s (generation 23 against 29), measured on an AMD EPYC with AVX-512
+    #   (README, "Why llama.cpp is built this way"): off.
+    # - An AVX2-only build: repacking makes generation 1.2x faster at equal prompt speed: on.
+    use_extra = not ({"AMX_INT8", "AVX512"} & built)
     buffers = []
     if use_extra and "REPACK" in built:
         buffers.append("CPU_REPACK")
