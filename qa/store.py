@@ -24,7 +24,6 @@ import fcntl
 import functools
 import logging
 import os
-import re
 import shutil
 import sqlite3
 import tempfile
@@ -39,6 +38,7 @@ import numpy as np
 
 from qa.chunking import Chunk
 from qa.errors import ConfigError, IndexBusyError, IndexMismatchError, QAError, StorageError, StoreUnavailableError
+from qa.text import query_terms
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +64,6 @@ CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
 """
 
 _CHUNK_COLS = "id, text, source, start_char, end_char, start_line, end_line, page, title, hash"
-
-# Words that carry no topic; dropped from keyword queries so "what is the ..." does not match everything.
-_STOP = frozenset(
-    "a an and are as at be been but by can could did do does for from had has have he her his how i if in into "
-    "is it its me my no not of on or our she so than that the their them then there these they this those to "
-    "was we were what when where which who whom whose why will with would you your about after before did".split()
-)
 
 
 @dataclass
@@ -628,7 +621,7 @@ class Store:
 
     @_storage_guard
     def search_keyword(self, query: str, k: int, sources: list[str] | None = None) -> list[Hit]:
-        terms = [t for t in re.findall(r"\w+", query.lower()) if t not in _STOP and (len(t) > 1 or t.isdigit())]
+        terms = query_terms(query)  # stop words (qa.text.KEYWORD_STOP) and single letters dropped
         if not terms:
             return []
         match = " OR ".join(f'"{t}"' for t in dict.fromkeys(terms))
