@@ -52,7 +52,7 @@ class Settings:
     embed_model: str = "all-MiniLM-L6-v2"
     embed_batch: int = 32
     # onnx-int8 | onnx | torch. int8 ONNX (exported once into cache_dir, offline) keeps retrieval quality and is
-    # faster where the CPU has int8 kernels (2x with AVX-512 VNNI; 1.35x ingest end to end on AVX2, eval/bench.py).
+    # faster where the CPU has int8 kernels (2x with AVX-512 VNNI; 1.35x ingest end to end on AVX2, qa/bench.py).
     embed_backend: EmbedBackend = "onnx-int8"
     chunk_size: int = 600  # characters (~140 tokens: under MiniLM's 256-token window, and short prompts)
     chunk_overlap: int = 100

