@@ -197,7 +197,10 @@ def print_answer(answer, out=sys.stdout) -> None:
 
 
 def print_evidence(evidence) -> None:
-    """The passages the model is about to read, on stderr, so stdout stays the answer."""
+    """The passages the model is about to read, on stderr, so stdout stays the answer. Only for a person at a
+    terminal: a script reading stderr gets nothing but the one-line errors."""
+    if not sys.stderr.isatty():
+        return
     n = len(evidence.passages)
     print(f"Reading {n} passage{'s' * (n != 1)} ({evidence.seconds:.2f}s):", file=sys.stderr)
     for p in evidence.passages:

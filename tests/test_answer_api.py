@@ -82,3 +82,37 @@ def test_cli_reports_an_unreachable_endpoint_in_one_line(settings_module):
     )
     assert result.returncode == 2 and result.stderr.startswith("error: model endpoint")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.model
+def test_at_a_terminal_qa_ask_shows_the_passages_before_the_model_answers(settings_module):
+    """The sources come first (issue 15): on a terminal they are listed before the model is even reached, here an
+    endpoint that is down; piped, stderr stays the one error line (the test above)."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    env = {**os.environ, "QA_VECTORSTORE": str(settings_module.vectorstore), "QA_CORPUS": str(settings_module.corpus)}
+    run_qa("ingest", env=env)
+    leader, follower = pty.openpty()
+    base = f"http://127.0.0.1:{free_port()}/v1"
+    args = ["ask", "Who offered asylum?", "--llm", "openai", "--llm-base-url", base]
+    proc = subprocess.run(
+        [sys.executable, "-m", "qa.cli", *args], stdout=subprocess.PIPE, stderr=follower, env=env, timeout=300
+    )
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    text = shown.decode()
+    assert proc.returncode == 2
+    assert text.index("Reading 4 passages") < text.index("error: model endpoint"), text
+    assert ".txt line" in text
