@@ -49,11 +49,11 @@ def check_llama_build() -> Check:
     )
     if not cpu.ok:
         return Check("llama.cpp", "fail", detail + f"; missing: {' '.join(cpu.missing)}", native.REBUILD_HINT)
-    if not cpu.use_extra_bufts:
+    if "AMX_INT8" in cpu.built:
         return Check(
             "llama.cpp",
             "warn",
-            detail + "; built with AMX, so the model loads without extra buffer types (slower prompts)",
+            detail + "; built with AMX: the model loads without extra buffer types, off the AMX path",
             native.REBUILD_HINT,
         )
     return Check("llama.cpp", "ok", detail)
