@@ -5,6 +5,7 @@ from __future__ import annotations
 import filecmp
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
@@ -17,7 +18,7 @@ from qa.answer import Answer, Evidence
 from qa.config import Settings, load_settings
 from qa.documents import Document, load_document, safe_filename, scan_corpus, type_counts
 from qa.embeddings import embedding_id
-from qa.errors import CorpusError, DocumentError, IndexBusyError, QuestionError, StorageError
+from qa.errors import CorpusError, DocumentError, IndexBusyError, QAError, QuestionError, StorageError
 from qa.ingest import IngestReport, chunking_signature, ingest
 from qa.prompts import rewrite_question
 from qa.retrieve import Retriever, ScoreReranker
@@ -136,6 +137,20 @@ class Assistant:
             lambda f, c, verify: self._open_store(verify, f, c),
             fill,
         )
+
+    def watch(
+        self,
+        stop: threading.Event,
+        on_report: Callable[[IngestReport], None],
+        on_error: Callable[[QAError], None] | None = None,
+        quiet: float | None = None,
+        progress: Callable[[int, int, str], None] | None = None,
+    ) -> None:
+        """Keep the index in step with the corpus folder until `stop` is set: one ingest now, then one after each
+        burst of changes (once the folder has been quiet for `quiet` seconds). See qa.watch.watch."""
+        from qa.watch import QUIET_SECONDS, watch
+
+        watch(self, stop, on_report, on_error, QUIET_SECONDS if quiet is None else quiet, progress)
 
     def status(self) -> dict:
         stats = self.store.stats()

@@ -53,7 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", parents=[parent], help="index a folder (incremental)")
     p.add_argument("path", nargs="?", help="corpus folder (default: the corpus setting)")
     p.add_argument("--rebuild", action="store_true", help="drop the index and embed everything again")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--json", action="store_true", help="print the report as JSON (with --watch: one line per ingest)")
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep running: ingest again whenever files in the folder are added, changed or removed (Ctrl-C stops)",
+    )
 
     p = sub.add_parser("status", parents=[parent], help="what is indexed")
     p.add_argument("--json", action="store_true")
@@ -144,20 +149,48 @@ def _progress_bar():
         bar.update(done - bar.n)  # a note within a file (OCR page 3 of 12) changes only the text
         if done == total:
             bar.close()
+            bar = None  # the next ingest (qa ingest --watch) gets a bar of its own
 
     return update
 
 
-def cmd_ingest(args, assistant) -> int:
-    report = assistant.ingest(args.path, rebuild=args.rebuild, progress=None if args.json else _progress_bar())
-    if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
-        return 0
+def _print_report(report, as_json: bool, indent: int | None = 2) -> None:
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=indent), flush=True)
+        return
     for source in report.repaired:
         print(f"repaired: {source} (left half-indexed by an interrupted run)", file=sys.stderr)
     for source, reason in report.failed:
         print(f"skipped: {source}: {reason}", file=sys.stderr)
-    print(report.summary())
+    print(report.summary(), flush=True)
+
+
+def cmd_ingest(args, assistant) -> int:
+    if args.watch:
+        return _watch(args, assistant)
+    report = assistant.ingest(args.path, rebuild=args.rebuild, progress=None if args.json else _progress_bar())
+    _print_report(report, args.json)
+    return 0
+
+
+def _watch(args, assistant) -> int:
+    """`qa ingest --watch`: a summary line (or a JSON line) per ingest until Ctrl-C, which ends as "interrupted"
+    with exit code 130 in main(). An ingest that fails (index busy, no file left) prints its error and waits on."""
+    import threading
+
+    if args.rebuild:
+        _print_report(assistant.ingest(rebuild=True, progress=_progress_bar()), args.json, None)
+    print(f"watching {assistant.settings.corpus} for changes (Ctrl-C to stop)", file=sys.stderr, flush=True)
+
+    def on_error(exc) -> None:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+
+    assistant.watch(
+        threading.Event(),
+        lambda report: _print_report(report, args.json, None),
+        on_error,
+        progress=None if args.json else _progress_bar(),
+    )
     return 0
 
 
