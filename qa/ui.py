@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import ipaddress
+import re
 import string
 import sys
 from pathlib import Path
@@ -22,12 +23,78 @@ from qa.errors import ConfigError, QAError
 from qa.text import CHECKED_MARKER, DECLINE_TEXT
 from qa.text import long_location as _where
 
-EXAMPLES = [
+# Curated questions for the shipped seeds/ (the README's screenshot shows them); any other corpus gets questions
+# made from its own documents by example_questions().
+SEED_EXAMPLES = [
     "How many MEK members did Albania offer to take in?",
     "Who rejected the asylum offer, and why?",
     "What did the State Department spokeswoman urge the MEK to do?",
     "How do the sources describe Camp Liberty?",
 ]
+SEEDS = Path(__file__).resolve().parent.parent / "seeds"
+
+_TITLE_MARKUP = re.compile(r"^[#=*>\s-]+|[#=*\s]+$")
+_BOILERPLATE = re.compile(r"(?i)\b(skip to|menu|navigation|links?|home|cookies?|sign in|log in|subscribe)\b")
+_NAME = re.compile(r"[A-Z][\w'’-]+(?:\s+(?:of|the|de|van|von)?\s*[A-Z][\w'’-]*)*")
+
+
+def _title(text: str) -> str:
+    """The first line when it reads as a title: short, no sentence full stop (a Markdown '# ' or '**' dropped)."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    title = _TITLE_MARKUP.sub("", first.strip())
+    if _BOILERPLATE.search(title) or "»" in title:  # a web page's navigation or breadcrumbs, not its title
+        return ""
+    if 2 <= len(title) <= 80 and len(title.split()) <= 10 and title[-1] not in ".!?:;,":
+        return title if any(ch.isalpha() for ch in title) else ""
+    return ""
+
+
+def _main_name(text: str) -> str:
+    """The capitalised name the text repeats most (a sentence's first word does not count as a name)."""
+    counts: dict[str, int] = {}
+    for sentence in re.split(r"(?<=[.!?])\s+|\n+", text):
+        words = sentence.split(maxsplit=1)
+        for match in _NAME.finditer(words[1] if len(words) > 1 else ""):
+            name = re.sub(r"['’]s$", "", match.group().strip())
+            counts[name] = counts.get(name, 0) + 1
+    return max(counts, key=lambda n: (counts[n], -list(counts).index(n)), default="")
+
+
+def example_questions(documents: list[tuple[str, str]], limit: int = 4) -> list[str]:
+    """Example questions for the indexed corpus, from (source, opening text) pairs, largest documents first.
+
+    The shipped seeds keep their curated questions. Otherwise each document gives at most one question: "What is
+    "TITLE" about?" when its first line reads as a title, else "What do the documents say about NAME?" for the
+    name its opening repeats most; a document with neither gives none. Deterministic: the same corpus, the same
+    questions.
+    """
+    if not documents:
+        return []
+    if SEEDS.is_dir() and sorted(s for s, _ in documents) == sorted(p.name for p in SEEDS.iterdir() if p.is_file()):
+        return list(SEED_EXAMPLES)
+    questions: list[str] = []
+    for _, text in documents:
+        title = _title(text)
+        name = "" if title else _main_name(text[:2000])
+        question = f'What is "{title}" about?' if title else f"What do the documents say about {name}?" if name else ""
+        if question and question not in questions:
+            questions.append(question)
+        if len(questions) == limit:
+            break
+    return questions
+
+
+def corpus_examples(assistant: Assistant, limit: int = 4) -> list[str]:
+    """example_questions() for what `assistant` has indexed: each document's first passage, largest first."""
+    docs = sorted(assistant.documents(), key=lambda d: (-d["chunks"], d["source"]))
+    opening = []
+    for d in docs[: limit * 3]:
+        chunks = assistant.store.chunks_of(d["source"])
+        opening.append((d["source"], chunks[0].text if chunks else ""))
+    if len(docs) > limit * 3:  # still recognise the seeds by all their names
+        opening += [(d["source"], "") for d in docs[limit * 3 :]]
+    return example_questions(opening, limit)
+
 
 CSS = """
 .cite { border-left: 3px solid #3b6ea8; padding: 4px 10px; margin: 8px 0; }
@@ -257,7 +324,9 @@ def build_app(assistant: Assistant) -> gr.Blocks:
                     )
                     send = gr.Button("Ask", variant="primary", scale=1, elem_id="ask")
                 clear = gr.Button("Clear chat", elem_id="clear")
-                gr.Examples(EXAMPLES, inputs=box, label="Example questions")
+                examples = corpus_examples(assistant)
+                if examples:
+                    gr.Examples(examples, inputs=box, label="Example questions")
             with gr.Column(scale=2):
                 sources = gr.HTML(sources_html(None), label="Sources", elem_id="sources")
                 cited = gr.Dropdown(label="Open a cited document at that place", choices=[], elem_id="open-doc")
