@@ -112,7 +112,7 @@ def check_probe(s: Settings, model: Path) -> Check:
 
 
 def check_embeddings(s: Settings) -> Check:
-    from qa.embeddings import BACKENDS, resolve_model_path
+    from qa.embeddings import BACKENDS, onnx_export_folder, resolve_model_path
 
     if s.embed_backend not in BACKENDS:
         return Check("embeddings", "fail", f"unknown backend '{s.embed_backend}'", f"use one of {', '.join(BACKENDS)}")
@@ -120,12 +120,8 @@ def check_embeddings(s: Settings) -> Check:
     where = f"model {path}" if Path(path).is_dir() else f"hub model '{path}' (needs the hub unless cached)"
     if s.embed_backend == "torch":
         return Check("embeddings", "ok" if Path(path).is_dir() else "warn", f"torch, {where}")
-    from qa.embeddings import quantization_target
-
-    suffix = s.embed_backend if s.embed_backend == "onnx" else f"{s.embed_backend}-{quantization_target()}"
-    exports = sorted((Path(s.cache_dir) / "onnx").glob(f"*-{suffix}"))
-    onnx = Path(s.cache_dir) / "onnx"
-    export = f"ONNX export in {exports[0]}" if exports else f"exported on first ingest into {onnx}"
+    folder = onnx_export_folder(path, s.embed_backend, Path(s.cache_dir))
+    export = f"ONNX export in {folder}" if folder.is_dir() else f"exported on first ingest into {folder}"
     try:
         import onnxruntime  # noqa: F401
     except ImportError:

@@ -70,6 +70,18 @@ def quantization_target() -> str:
     return "avx512" if "avx512f" in flags else "avx2"
 
 
+def onnx_export_folder(path: str, backend: str, cache_dir: Path) -> Path:
+    """Where the ONNX export of the model at `path` lives (or will) in the cache.
+
+    One folder per backend: each is written whole or not at all, so a folder made for "onnx" is never mistaken
+    for a finished "onnx-int8" export that lacks its quantised file. An int8 export is made for one kernel set;
+    a cache that moves to a machine of another CPU kind gets its own export beside it.
+    """
+    slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in path.strip("/"))[-120:]
+    name = f"{slug}-{backend}" if backend == "onnx" else f"{slug}-{backend}-{quantization_target()}"
+    return Path(cache_dir) / "onnx" / name
+
+
 def onnx_model_folder(path: str, backend: str, cache_dir: Path) -> tuple[str, str]:
     """(folder, ONNX file) for a model, exported and quantised once into the cache, offline.
 
@@ -79,13 +91,8 @@ def onnx_model_folder(path: str, backend: str, cache_dir: Path) -> tuple[str, st
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.backend import export_dynamic_quantized_onnx_model
 
-    # One folder per backend: each is written whole or not at all (below), so a folder made for "onnx" is never
-    # mistaken for a finished "onnx-int8" export that lacks its quantised file.
-    slug = "".join(c if c.isalnum() or c in "-._" else "_" for c in path.strip("/"))[-120:]
     target = quantization_target()
-    # An int8 export is made for one kernel set; a cache that moves to a machine of another CPU kind gets its
-    # own export beside it instead of finding a folder without the file it looks for.
-    folder = cache_dir / "onnx" / (f"{slug}-{backend}" if backend == "onnx" else f"{slug}-{backend}-{target}")
+    folder = onnx_export_folder(path, backend, cache_dir)
     wanted = folder / "onnx" / ("model.onnx" if backend == "onnx" else f"model_q*int8_{target}.onnx")
     found = sorted(wanted.parent.glob(wanted.name)) if wanted.parent.is_dir() else []
     if not found:
