@@ -320,9 +320,10 @@ class Assistant:
         s = self.settings
         started = time.perf_counter()
         question = self._valid_question(question)
-        if self.store.chunk_count() == 0:
+        chunks = self.store.chunk_count()
+        if chunks == 0:
             raise CorpusError(f"nothing is indexed in {s.vectorstore} yet: run `qa ingest PATH` first")
-        problem = self.store.damage()
+        problem = self.store.damage(chunks=chunks)  # one count per question, not two
         if problem:  # otherwise every question would be declined without a word
             raise StorageError(problem)
         if sources:

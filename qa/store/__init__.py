@@ -325,11 +325,12 @@ class Store:
         return stats
 
     @_storage_guard
-    def damage(self, vectors: int | None = None) -> str | None:
+    def damage(self, vectors: int | None = None, chunks: int | None = None) -> str | None:
         """What is wrong when Chroma holds fewer vectors than the manifest has chunks (its folder deleted or
         replaced, a collection emptied by hand): every question would be declined without a word. None when the
         two agree, or while a write is in progress (its files are `pending` until both sides are written)."""
-        chunks = self.chunk_count()
+        if chunks is None:
+            chunks = self.chunk_count()
         if not chunks:
             return None
         if vectors is None:
