@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chart", type=Path, help="write a PNG chart of the summary (default: next to --json)")
     p.add_argument("--ids", nargs="+", help="only these question ids")
     p.add_argument(
+        "--rescore",
+        type=Path,
+        metavar="RESULT",
+        help="recompute the summary of a saved --json result (qa eval or eval-clapnq) without asking the model",
+    )
+    p.add_argument(
         "--floor",
         action="append",
         default=[],
@@ -298,6 +304,8 @@ def cmd_eval(args, assistant) -> int:
     from qa import evaluate
 
     floors = _floors(args.floor)
+    if args.rescore:
+        return _rescore(args, assistant.settings, floors)
     questions = evaluate.load_questions(args.questions)
     if args.ids:
         unknown = sorted(set(args.ids) - {q.id for q in questions})
@@ -319,6 +327,24 @@ def cmd_eval(args, assistant) -> int:
     chart = args.chart or (args.json_out.with_suffix(".png") if args.json_out else None)
     if chart:
         evaluate.write_chart(result["summary"], chart)
+    return _report_misses(evaluate.check_floors(result["summary"], floors))
+
+
+def _rescore(args, settings, floors: dict[str, float]) -> int:
+    """`qa eval --rescore RESULT`: the summary recomputed from the saved items (no index, no model)."""
+    from qa import evaluate
+
+    result, kept = evaluate.rescore(args.rescore, settings.corpus, settings.top_k)
+    if kept:
+        print(
+            f"note: {kept} item(s) cite files not in {settings.corpus}: their stored quote checks are kept",
+            file=sys.stderr,
+        )
+    print(evaluate.format_table(result["summary"]))
+    if args.json_out:
+        _write_json(args.json_out, result)
+    if args.chart:
+        evaluate.write_chart(result["summary"], args.chart)
     return _report_misses(evaluate.check_floors(result["summary"], floors))
 
 

@@ -307,3 +307,212 @@ def test_breakdown_counts_each_decline_by_the_stage_that_made_it(tmp_path, capsy
     assert capsys.readouterr().out.splitlines()[0].startswith("answerable: questions 2, answered 1")
     (tmp_path / "bad.json").write_text("{}")
     assert breakdown.main([str(tmp_path / "bad.json")]) == 2
+
+
+# ---- the answer-quality and cost metrics, on made-up items where the right value is known -------------------
+
+
+def _q(qid: str, answerable: bool) -> evaluate.Question:
+    return evaluate.Question(qid, f"question {qid}?", ["Victoria Nuland"] if answerable else [], [], answerable)
+
+
+def _answer(text: str, passages: list[str], declined_by: str | None = None, usage=None) -> dict:
+    return {
+        "answer": text,
+        "abstained": declined_by is not None,
+        "declined_by": declined_by,
+        "citations": [],
+        "retrieved": [{"source": f"p{n}.txt", "text": t} for n, t in enumerate(passages)],
+        "timings": {"total": 1.0},
+        **({"usage": usage} if usage is not None else {}),
+    }
+
+
+def _calls(judge: int, draft: int, completion: int) -> dict:
+    return {
+        "judge": {"prompt_tokens": judge, "completion_tokens": 1},
+        "draft": {"prompt_tokens": draft, "completion_tokens": completion},
+    }
+
+
+NULAND = "State Department spokeswoman Victoria Nuland urged the MeK to accept."
+CASES = [
+    # (question, answer object)
+    (_q("right", True), _answer("Victoria Nuland [1].", [NULAND, "Other text."], usage=_calls(600, 610, 20))),
+    # right, but the passages never name her: the model knew it (or guessed); the passages did not give it
+    (
+        _q("right-unsupported", True),
+        _answer("It was Victoria Nuland.", ["A spokeswoman spoke."], usage=_calls(700, 710, 30)),
+    ),
+    (_q("wrong", True), _answer("It was Hillary Clinton [1].", [NULAND], usage=_calls(800, 810, 40))),
+    (_q("declined-judge", True), _answer("The documents don't say.", ["Victoria spoke."], "judge", _calls(500, 0, 0))),
+    (_q("answered-unanswerable", False), _answer("Albania said yes [1].", ["Albania."], usage=_calls(900, 910, 50))),
+    (_q("declined-gate", False), _answer("The documents don't say.", [], "relevance", usage={})),
+    (_q("declined-old-file", False), _answer("The documents don't say.", ["x"], None) | {"abstained": True}),
+]
+
+
+def _scored(cases=CASES) -> tuple[list, list[dict]]:
+    questions, items = [], []
+    for q, answer in cases:
+        item = {
+            "id": q.id,
+            **answer,
+            "expected": {"answers": q.answers, "sources": q.sources, "answerable": q.answerable},
+        }
+        item["score"] = evaluate.score_item(q, answer, 4, lambda source, quote: True)
+        questions.append(q)
+        items.append(item)
+    return questions, items
+
+
+def test_each_new_metric_on_items_where_the_right_value_is_known():
+    summary = evaluate.summarize(*_scored(), top_k=4)
+    # 4 answerable: the gold string is in the passages of "right" and "wrong" only
+    assert summary["answer_in_passages"] == 0.5
+    # "declined-judge" holds "Victoria" of "Victoria Nuland": half the words; the rest hold all or none
+    assert summary["answer_token_recall"] == pytest.approx((1 + 0 + 1 + 0.5) / 4, abs=1e-4)
+    # answered: right, right-unsupported, wrong, answered-unanswerable; correct: the first two
+    assert summary["selective_accuracy"] == 0.5
+    assert summary["answered_wrong"] == 0.25  # "wrong", of 4 answerable
+    assert summary["answer_accuracy"] == 0.5 and summary["false_declines"] == 0.25
+    assert summary["declined_by"] == {
+        "answerable": {"relevance": 0, "judge": 1, "model": 0, "checks": 0, "unknown": 0},
+        "unanswerable": {"relevance": 1, "judge": 0, "model": 0, "checks": 0, "unknown": 1},
+    }
+    # per question (judge + draft): 1210, 1410, 1610, 500, 1810, and 0 for the gate; the old item has no usage
+    assert summary["prompt_tokens_median"] == 1310
+    assert summary["completion_tokens_median"] == 26  # 21, 31, 41, 1, 51, 0
+
+
+def test_a_back_end_that_counts_no_tokens_gives_no_token_median_rather_than_zero():
+    cases = [(_q("a", True), _answer("Victoria Nuland.", [NULAND], usage={}))]
+    assert evaluate.summarize(*_scored(cases), top_k=4)["prompt_tokens_median"] is None
+
+
+def test_clapnq_drops_the_measures_that_need_the_gold_answer_verbatim():
+    summary = evaluate.clapnq_summary(evaluate.summarize(*_scored(), top_k=4), _scored()[1])
+    assert not set(evaluate.CONTAINMENT_METRICS) & summary.keys()
+    assert {"answer_token_recall", "declined_by", "gold_passage_cited", "prompt_tokens_median"} <= summary.keys()
+
+
+def test_new_ceilings_and_a_floor_on_a_table_are_reported():
+    summary = evaluate.summarize(*_scored(), top_k=4)
+    misses = evaluate.check_floors(
+        summary, {"answered_wrong": 0.2, "prompt_tokens_median": 2000, "selective_accuracy": 0.6, "declined_by": 1}
+    )
+    assert misses == [
+        "answered_wrong = 0.25 (above ceiling 0.2)",
+        "selective_accuracy = 0.5 (below floor 0.6)",
+        "declined_by is not one number, so it cannot have a floor",
+    ]
+    table = evaluate.format_table(summary)
+    assert re.search(r"declined_by\.unanswerable\s+relevance 1  judge 0  model 0  checks 0  unknown 1", table)
+
+
+def _result_file(path):
+    questions, items = _scored()
+    items[0]["citations"] = [{"source": "nuland.txt", "quote": "Victoria Nuland urged"}]
+    items[0]["score"]["faithful_quotes"] = 1
+    items[0]["score"]["citations"] = 1
+    old = {k: v for k, v in evaluate.summarize(questions, items, 4).items() if k in ("questions", "retrieval_hit@4")}
+    path.write_text(json.dumps({"summary": old, "items": items}))
+    return path
+
+
+def test_rescore_recomputes_the_summary_of_a_saved_result(tmp_path):
+    saved = _result_file(tmp_path / "old.json")
+    out = tmp_path / "new.json"
+    # no corpus holds nuland.txt: the stored quote check is kept (faithfulness 1 of 1)
+    result = run_qa("eval", "--rescore", str(saved), "--json", str(out), "--corpus", str(tmp_path / "none"))
+    assert result.returncode == 0, result.stderr
+    assert "1 item(s) cite files not in" in result.stderr and "stored quote checks are kept" in result.stderr
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["answer_in_passages"] == 0.5 and summary["selective_accuracy"] == 0.5
+    assert summary["citation_faithfulness"] == 1.0
+    assert re.search(r"answered_wrong\s+0.25", result.stdout)
+    # with the corpus at hand the quote is checked again, and it is not in the file
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "nuland.txt").write_text("Ms. Nuland said nothing of the kind.\n")
+    result = run_qa("eval", "--rescore", str(saved), "--json", str(out), "--corpus", str(tmp_path / "corpus"))
+    assert result.returncode == 0 and "kept" not in result.stderr, result.stderr
+    assert json.loads(out.read_text())["summary"]["citation_faithfulness"] == 0.0
+
+
+def test_rescore_of_a_file_it_cannot_use_names_the_file_and_item(tmp_path):
+    data = json.loads(_result_file(tmp_path / "r.json").read_text())
+    del data["items"][2]["expected"]
+    (tmp_path / "r.json").write_text(json.dumps(data))
+    result = run_qa("eval", "--rescore", str(tmp_path / "r.json"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "r.json: item 3 (wrong): missing field 'expected'" in result.stderr, result.stderr
+    (tmp_path / "x.json").write_text("[]")
+    result = run_qa("eval", "--rescore", str(tmp_path / "x.json"))
+    assert result.returncode == 2 and "x.json: not a qa eval result" in result.stderr, result.stderr
+
+
+def test_rescoring_what_run_eval_saved_gives_the_same_summary(tmp_path):
+    """A run through the real Assistant (fake models), saved as `qa eval --json` does, then rescored."""
+    from qa.api import Assistant
+    from tests.conftest import fake_settings
+    from tests.fakes import HashEmbedder, ScriptedGenerator
+
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "orchard.txt").write_text(
+        "Hillside Orchard\n\nThe Hillside orchard grows forty kinds of apples on the slopes above Ledbury.\n"
+    )
+    questions = [
+        evaluate.Question(
+            "kinds", "How many kinds of apples does the Hillside orchard grow?", ["forty"], ["orchard.txt"], True
+        ),
+        evaluate.Question("capital", "What is the capital of France?", [], [], False),
+    ]
+    generator = ScriptedGenerator(yes=0.9).enqueue("The Hillside orchard grows forty kinds of apples [1].")
+    assistant = Assistant(fake_settings(tmp_path), generator=generator, embedder=HashEmbedder())
+    assistant.ingest()
+    result = evaluate.run_eval(assistant, questions, tmp_path / "corpus")
+    assistant.store.close()
+    (tmp_path / "run.json").write_text(json.dumps(result))
+    again, kept = evaluate.rescore(tmp_path / "run.json", tmp_path / "corpus")
+    assert again["summary"] == result["summary"] and kept == 0
+    assert result["summary"]["answer_accuracy"] == 1.0 and result["summary"]["answer_in_passages"] == 1.0
+    assert result["summary"]["declined_by"]["unanswerable"]["relevance"] == 1
+
+
+# ---- where an answer's time goes ----------------------------------------------------------------------------
+
+
+def test_time_stages_add_up_to_the_total():
+    timings = {"retrieve": 0.01, "evidence": 0.02, "judge": 4.0, "first_token": 4.5, "generate": 1.5, "verify": 0.1}
+    stages = breakdown.time_stages({**timings, "total": 5.7})
+    assert stages == pytest.approx(
+        {"retrieve": 0.02, "prefill": 4.0, "first token": 0.48, "generate": 1.02, "check": 0.1, "other": 0.08}
+    )
+    gated = breakdown.time_stages({"retrieve": 0.01, "evidence": 0.01, "total": 0.012})
+    assert gated["prefill"] == gated["generate"] == 0 and sum(gated.values()) == pytest.approx(0.012)
+
+
+def test_the_time_chart_is_drawn_before_and_after_and_a_file_without_timings_is_named(tmp_path, capsys):
+    def run(total_scale):
+        items = []
+        for n in range(5):
+            t = {"evidence": 0.01, "judge": 3.0 * total_scale, "first_token": 3.3 * total_scale + 0.01}
+            t |= {"generate": 1.0 + n, "verify": 0.01}
+            t["total"] = t["evidence"] + t["judge"] + t["generate"] + t["verify"]
+            items.append({"id": f"q{n}", "abstained": False, "expected": {"answerable": True}, "timings": t})
+        return {"items": items}
+
+    (tmp_path / "before.json").write_text(json.dumps(run(1.0)))
+    (tmp_path / "after.json").write_text(json.dumps(run(0.5)))
+    png = tmp_path / "charts" / "time.png"
+    args = [str(tmp_path / "before.json"), str(tmp_path / "after.json"), "--time-chart", str(png)]
+    assert breakdown.main(args) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    out = capsys.readouterr().out
+    assert "before: median seconds retrieve 0.01, prefill 3.0," in out and "after: median seconds" in out
+    broken = run(1.0)
+    del broken["items"][3]["timings"]
+    (tmp_path / "old.json").write_text(json.dumps(broken))
+    assert breakdown.main([str(tmp_path / "old.json"), "--time-chart", str(tmp_path / "x.png")]) == 2
+    assert "old.json: item 4 (q3) has no 'timings'" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
