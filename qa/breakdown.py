@@ -71,8 +71,8 @@ def breakdown(items: list[dict], threshold: float) -> dict:
 
 # ---- where an answer's time goes ---------------------------------------------------------------------------
 
-TIME_STAGES = ("retrieve", "prefill", "first token", "generate", "check", "other")
-_COLOURS = ("#7f7f7f", "#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#dddddd")
+TIME_STAGES = ("retrieve", "context", "prefill", "first token", "generate", "check", "other")
+_COLOURS = ("#7f7f7f", "#9467bd", "#d62728", "#ff7f0e", "#1f77b4", "#2ca02c", "#dddddd")
 
 
 class TimingsError(ValueError):
@@ -82,15 +82,18 @@ class TimingsError(ValueError):
 def time_stages(timings: dict[str, float]) -> dict[str, float]:
     """One answer's seconds per stage, from the `timings` qa.api records; the stages add up to `total`.
 
-    retrieve: up to the passages being shown (a conversation's question rewrite included); prefill: the judge,
+    retrieve: up to the passages being shown (a conversation's question rewrite included), less context: the
+    choice of sentence windows from the retrieved chunks (qa/context.py; 0 in older files); prefill: the judge,
     which is almost all prompt evaluation (it writes one token); first token: from the draft's start to its
     first token (the draft's own prompt evaluation, short when the judge's prompt is reused); generate: the rest
     of the draft; check: the citation checks; other: what is left of `total` (the gate, handing over)."""
     evidence = timings.get("evidence", timings.get("retrieve", 0.0))
+    context = timings.get("context", 0.0)
     prefill = timings.get("judge", 0.0)
     first = max(0.0, timings["first_token"] - evidence - prefill) if "first_token" in timings else 0.0
     parts = {
-        "retrieve": evidence,
+        "retrieve": max(0.0, evidence - context),
+        "context": context,
         "prefill": prefill,
         "first token": first,
         "generate": max(0.0, timings.get("generate", 0.0) - first),

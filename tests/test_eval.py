@@ -483,10 +483,11 @@ def test_rescoring_what_run_eval_saved_gives_the_same_summary(tmp_path):
 
 
 def test_time_stages_add_up_to_the_total():
-    timings = {"retrieve": 0.01, "evidence": 0.02, "judge": 4.0, "first_token": 4.5, "generate": 1.5, "verify": 0.1}
-    stages = breakdown.time_stages({**timings, "total": 5.7})
+    timings = {"retrieve": 0.01, "context": 0.05, "evidence": 0.07, "judge": 4.0, "first_token": 4.5}
+    stages = breakdown.time_stages({**timings, "generate": 1.5, "verify": 0.1, "total": 5.7})
     assert stages == pytest.approx(
-        {"retrieve": 0.02, "prefill": 4.0, "first token": 0.48, "generate": 1.02, "check": 0.1, "other": 0.08}
+        {"retrieve": 0.02, "context": 0.05, "prefill": 4.0, "first token": 0.43, "generate": 1.07, "check": 0.1}
+        | {"other": 0.03}
     )
     gated = breakdown.time_stages({"retrieve": 0.01, "evidence": 0.01, "total": 0.012})
     assert gated["prefill"] == gated["generate"] == 0 and sum(gated.values()) == pytest.approx(0.012)
@@ -509,7 +510,7 @@ def test_the_time_chart_is_drawn_before_and_after_and_a_file_without_timings_is_
     assert breakdown.main(args) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     out = capsys.readouterr().out
-    assert "before: median seconds retrieve 0.01, prefill 3.0," in out and "after: median seconds" in out
+    assert "before: median seconds retrieve 0.01, context 0.0, prefill 3.0," in out and "after: median seconds" in out
     broken = run(1.0)
     del broken["items"][3]["timings"]
     (tmp_path / "old.json").write_text(json.dumps(broken))
