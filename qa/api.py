@@ -88,6 +88,7 @@ class Assistant:
             s.store_timeout,
             s.lock_wait,
             verify=verify,
+            lease_seconds=s.lease_seconds,
         )
 
     def ingest(
@@ -320,6 +321,7 @@ class Assistant:
         s = self.settings
         started = time.perf_counter()
         question = self._valid_question(question)
+        self.store.sync()  # on a Chroma server: what other hosts ingested since (one read when nothing changed)
         chunks = self.store.chunk_count()
         if chunks == 0:
             raise CorpusError(f"nothing is indexed in {s.vectorstore} yet: run `qa ingest PATH` first")

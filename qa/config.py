@@ -45,6 +45,9 @@ class Settings:
     collection: str = "qa_chunks"
     store_timeout: float = 10.0  # seconds for one Chroma server request
     lock_wait: float = 0.0  # seconds a second writer waits for the index lock before giving up
+    # On a Chroma server: how long the writer lease of a host that stopped renewing it (killed, cut off) holds
+    # the other hosts' ingests back. Renewed every third of it while an ingest runs.
+    lease_seconds: float = 30.0
     max_file_mb: float = 20.0  # larger files are skipped with a reason
     ocr: bool = True  # PDF pages without a text layer (scans) are read by tesseract
 
@@ -115,6 +118,7 @@ class Settings:
 _BOUNDS = [
     ("store_timeout", 0, None, False),
     ("lock_wait", 0, None, True),
+    ("lease_seconds", 1, None, True),
     ("max_file_mb", 0, None, False),
     ("embed_batch", 1, None, True),
     ("chunk_size", 1, None, True),

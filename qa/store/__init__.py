@@ -10,6 +10,13 @@ ids the manifest does not know (or misses some it does) is reconciled the same w
 
 One writer at a time: writes happen under an exclusive OS lock on `<vectorstore>/write.lock`.
 
+On a Chroma server (`chroma_url`) the server is the source of truth, so that any host pointed at it answers
+alike: the chunks' text and places are stored with their vectors, and the file manifest, a change stamp and the
+writer lease in two small collections beside them (qa.store.shared). Each step above writes the server first
+and bumps the stamp; the local SQLite file becomes a cache of the server that `sync()` brings in step (on open,
+before each question, and under the lease before each ingest) by comparing the stamp, then fetching only the
+files whose manifest record changed. The lease serialises writers across hosts, as the OS lock does on one.
+
 A folder we cannot write (a read-only mount, another user's index) is opened read-only: questions are answered,
 and only writes are refused. `rebuild()` builds a new index beside the old one and swaps it in when complete.
 
@@ -38,6 +45,7 @@ import numpy as np
 from qa.chunking import Chunk
 from qa.errors import ConfigError, IndexBusyError, StorageError
 from qa.store.disk import storage_error
+from qa.store.shared import Lease, ServerManifest
 from qa.store.sqlite import SCHEMA, FileRecord, FileUpdate, Hit, SideIndex
 from qa.store.vectors import Vectors, _forget_embedded_chroma
 
@@ -138,6 +146,7 @@ class Store:
         timeout: float = 10.0,
         lock_wait: float = 0.0,
         verify: bool = True,
+        lease_seconds: float = 30.0,
     ):
         """Open (or create) the index. With verify=False a model/chunking mismatch is not an error: use it only
         to `clear()` the index for a rebuild."""
@@ -156,6 +165,14 @@ class Store:
             self.vectors = Vectors(
                 self.folder, embed_model, chunking, chroma_url, collection, timeout, self.read_only, verify
             )
+            self.manifest: ServerManifest | None = None
+            self.lease: Lease | None = None
+            if chroma_url:
+                self.manifest = ServerManifest(self.vectors, collection)
+                self.lease = Lease(
+                    self.vectors, collection, lease_seconds, f"the Chroma server {chroma_url} (collection {collection})"
+                )
+                self.sync()
         except BaseException as exc:
             self.side.close()
             err = storage_error(self.folder, exc)
@@ -174,10 +191,72 @@ class Store:
         return self.vectors.collection
 
     def get_meta(self, key: str) -> str | None:
+        if self.manifest is not None and key == "corpus":  # the corpus every host's ingest must mirror
+            return self.manifest.meta().get("corpus") or None
         return self.side.get_meta(key)
 
     def set_meta(self, key: str, value: str) -> None:
+        if self.manifest is not None and key == "corpus" and self.get_meta(key) != value:
+            self._server_write(lambda: self.manifest.set_meta(corpus=value))
         self.side.set_meta(key, value)
+
+    # ---- the server as the source of truth ----------------------------------------------------------------
+    @property
+    def shared(self) -> bool:
+        """True on a Chroma server: the local SQLite file is a cache of what the server holds."""
+        return self.manifest is not None
+
+    def sync(self, force: bool = False) -> bool:
+        """On a server: bring the local cache in step with the server's manifest. Costs one read of the change
+        stamp when nothing changed; otherwise one read of the manifest and one of the chunks of each changed file.
+        `force` compares the manifests even when the stamps agree (under the lease, before a write). Returns
+        whether anything was read. Embedded: nothing to do."""
+        if self.manifest is None or self.read_only:
+            return False
+        try:
+            stamp = self.manifest.stamp()
+        except Exception:
+            # The collections were replaced (a rebuild on another host swaps them in under the same names, and
+            # the ids this process holds are gone): open them again by name.
+            self.vectors.open_collection(self.vectors.name, verify=True)
+            self.manifest.open()
+            stamp = self.manifest.stamp()
+            force = True
+        if not force and stamp == self.side.get_meta("server_stamp"):
+            return False
+        server = self.manifest.files()
+        local = self.side.files()
+        gone = sorted(set(local) - set(server))
+        changed = [
+            r
+            for s, r in sorted(server.items())
+            if s not in local or (local[s].hash, local[s].state, local[s].n_chunks) != (r.hash, r.state, r.n_chunks)
+        ]
+        moved = [
+            r
+            for s, r in server.items()
+            if s in local and r not in changed and (local[s].size, local[s].mtime_ns) != (r.size, r.mtime_ns)
+        ]
+        complete = True
+        for i in range(0, len(changed), 50):
+            part = changed[i : i + 50]
+            done = [r.source for r in part if r.state == "done"]
+            chunks = self.vectors.chunks_of_sources(done) if done else {}
+            complete &= all(len(chunks.get(r.source, [])) == r.n_chunks for r in part if r.state == "done")
+            self.side.mirror(part, chunks)
+        for r in moved:
+            self.side.touch(r.source, r.size, r.mtime_ns)
+        if gone:
+            self.side.drop_sources(gone)
+        if complete:  # a file read while a writer changed it is fetched again at the next sync
+            self.side.set_meta("server_stamp", stamp)
+        return True
+
+    def _server_write(self, write: Callable[[], None]) -> None:
+        """One write to the server's manifest, by the lease holder only."""
+        if self.lease is not None:
+            self.lease.check()
+        write()
 
     # ---- the write lock --------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -193,7 +272,15 @@ class Store:
             )
         with folder_lock(self.folder, self.lock_wait):
             try:
-                yield
+                if self.lease is None:
+                    yield
+                    return
+                self.lease.acquire(self.lock_wait)
+                try:
+                    self.sync(force=True)  # the server's manifest, with what other hosts wrote, before writing
+                    yield
+                finally:
+                    self.lease.release()
             except Exception as exc:
                 err = storage_error(self.folder, exc)
                 if err is None:
@@ -212,6 +299,11 @@ class Store:
 
     def touch(self, source: str, size: int, mtime_ns: int) -> None:
         """Record a new mtime for a file whose content did not change (so the next run skips reading it)."""
+        if self.manifest is not None:
+            record = self.side.files_of([source]).get(source)
+            if record is not None:
+                record.size, record.mtime_ns = size, mtime_ns
+                self._server_write(lambda: self.manifest.put([record]))
         self.side.touch(source, size, mtime_ns)
 
     # ---- writes (call under write_lock) ---------------------------------------------------------------
@@ -225,6 +317,13 @@ class Store:
             return
         # Only this group's rows: a scan of the whole manifest per group grows with the corpus times the groups.
         known = self.known_files([f.source for f in files])
+        if self.manifest is not None:  # on a server, its manifest first: it is what every host goes by
+            self._server_write(
+                lambda: self.manifest.put(
+                    [FileRecord(f.source, f.file_hash, f.size, f.mtime_ns, 0, "pending") for f in files]
+                )
+            )
+            self.manifest.bump()
         self.side.mark_pending(files)  # 1. pending, committed before Chroma is touched
         # A file with no manifest row has no vectors (repair() has removed those of any crashed run), so the
         # filtered delete, which costs a scan of the collection's metadata, is skipped for new files.
@@ -233,13 +332,35 @@ class Store:
             self.vectors.delete_sources(replaced)  # 2. the old vectors out, the new ones in
         chunks = [c for f in files for c in f.chunks]
         embeddings = np.concatenate([f.embeddings for f in files])
+        if self.lease is not None:
+            self.lease.check()
         self.vectors.add(chunks, embeddings)
+        if self.manifest is not None:
+            self._server_write(
+                lambda: self.manifest.put(
+                    [FileRecord(f.source, f.file_hash, f.size, f.mtime_ns, len(f.chunks), "done") for f in files]
+                )
+            )
+            self.manifest.bump()
         self.side.swap_chunks(files)  # 3. one transaction: the chunk rows swapped, the rows `done`
+        if self.manifest is not None:
+            self.side.set_meta("server_stamp", self.manifest.stamp())  # our own write: nothing to fetch
 
     def remove_file(self, source: str) -> None:
+        if self.manifest is not None:
+            record = self.side.files_of([source]).get(source)
+            if record is not None:
+                record.state, record.n_chunks = "pending", 0
+                self._server_write(lambda: self.manifest.put([record]))
+                self.manifest.bump()
         self.side.mark_source_pending(source)
         self.vectors.delete_source(source)
+        if self.manifest is not None:
+            self._server_write(lambda: self.manifest.delete([source]))
+            self.manifest.bump()
         self.side.drop_source(source)
+        if self.manifest is not None:
+            self.side.set_meta("server_stamp", self.manifest.stamp())
 
     def repair(self) -> list[str]:
         """Undo whatever an interrupted run left half-done. Returns the sources that will be indexed again."""
@@ -264,9 +385,13 @@ class Store:
         """Drop everything, including the recorded model, so another model may be used."""
         name = self.vectors.name
         self.vectors.drop()
+        if self.manifest is not None:
+            self.manifest.drop()
         self.side.clear()
         self.side.check_meta(self.embed_model, self.chunking)
         self.vectors.open_collection(name, verify=True)
+        if self.manifest is not None:
+            self.manifest.open()
 
     # ---- reads ---------------------------------------------------------------------------------------
     @_storage_guard
@@ -305,6 +430,7 @@ class Store:
 
     @_storage_guard
     def stats(self) -> dict:
+        self.sync()
         files, chunks = self.side.done_totals()
         vectors = self.vectors.count()
         stats = {
@@ -435,7 +561,16 @@ def rebuild(
             shutil.rmtree(aside, ignore_errors=True)
             raise
         renamed = False
+        lease = None
         try:
+            if chroma_url:  # other hosts' ingests wait for the rebuild, as this host's do for the folder lock
+                lease = Lease(
+                    new.vectors,
+                    collection,
+                    new.lease.seconds,
+                    f"the Chroma server {chroma_url} (collection {collection})",
+                )
+                lease.acquire(lock_wait)
             new.clear()  # stamps the new model; on a server, drops what a rebuild killed earlier left there
             result = fill(new)
             for name in foreign:  # small files of the user's (a .gitkeep) move along with the index
@@ -445,7 +580,11 @@ def rebuild(
                 renamed = True
             new.close()
             _exchange(aside, target)
+            if lease is not None:
+                lease.release()
         except BaseException as exc:
+            if lease is not None:
+                lease.release()
             if renamed:  # the folders were not swapped: give the old collection its name back
                 try:
                     _unswap_collections(new.vectors, collection, temp)
@@ -453,7 +592,9 @@ def rebuild(
                     log.warning("rebuild failed; renaming collection %s back failed too: %s", collection, undo)
             try:
                 if chroma_url:
-                    new.vectors.delete_collection(temp)
+                    for name in [*_server_collections(temp), f"{temp}-lease"]:
+                        if new.vectors.has_collection(name):
+                            new.vectors.delete_collection(name)
             except Exception as undo:
                 log.warning("rebuild failed; its collection %s is left on the Chroma server: %s", temp, undo)
             new.close()
@@ -465,7 +606,9 @@ def rebuild(
     # `aside` now holds the old index.
     if chroma_url:
         try:
-            new.vectors.delete_collection(f"{collection}-old")
+            for name in [f"{n}-old" for n in _server_collections(collection)] + [f"{temp}-lease"]:
+                if new.vectors.has_collection(name):
+                    new.vectors.delete_collection(name)
         except Exception as exc:
             log.warning("the old index's collection %s-old is left on the Chroma server: %s", collection, exc)
     else:
@@ -474,9 +617,33 @@ def rebuild(
     return result
 
 
+def _server_collections(name: str) -> list[str]:
+    """The collections of one index on a server that a rebuild swaps: the chunks and the manifest (the lease
+    stays: it guards the index under its name whatever collections it is made of)."""
+    return [name, f"{name}-files"]
+
+
 def _swap_collections(vectors: Vectors, name: str, temp: str) -> None:
-    """Give collection `temp` the name `name`; the collection that had it is kept as `<name>-old` (deleted by the
-    caller once the rebuilt side index is in place, or named back if that fails)."""
+    """Give the collections of `temp` the names of `name`'s; those that had them are kept as `<name>-old...`
+    (deleted by the caller once the rebuilt side index is in place, or named back if that fails)."""
+    done: list[tuple[str, str]] = []
+    try:
+        for n, t in zip(_server_collections(name), _server_collections(temp), strict=True):
+            _swap_one(vectors, n, t)
+            done.append((n, t))
+    except BaseException:
+        for n, t in reversed(done):
+            _unswap_one(vectors, n, t)
+        raise
+
+
+def _unswap_collections(vectors: Vectors, name: str, temp: str) -> None:
+    for n, t in reversed(list(zip(_server_collections(name), _server_collections(temp), strict=True))):
+        if vectors.has_collection(n) and not vectors.has_collection(t):
+            _unswap_one(vectors, n, t)
+
+
+def _swap_one(vectors: Vectors, name: str, temp: str) -> None:
     old = f"{name}-old"
     if vectors.has_collection(old):
         vectors.delete_collection(old)
@@ -491,7 +658,7 @@ def _swap_collections(vectors: Vectors, name: str, temp: str) -> None:
         raise
 
 
-def _unswap_collections(vectors: Vectors, name: str, temp: str) -> None:
+def _unswap_one(vectors: Vectors, name: str, temp: str) -> None:
     vectors.rename_collection(name, temp)
     if vectors.has_collection(f"{name}-old"):
         vectors.rename_collection(f"{name}-old", name)

@@ -180,6 +180,14 @@ class SideIndex:
         rows = self.db.execute(f"SELECT source FROM files WHERE {where}", [*sources, *([state] if state else [])])
         return {r[0] for r in rows}
 
+    def files_of(self, sources: list[str]) -> dict[str, FileRecord]:
+        """The manifest rows of these files (a key lookup)."""
+        marks = ",".join("?" * len(sources))
+        rows = self.db.execute(
+            f"SELECT source, hash, size, mtime_ns, n_chunks, state FROM files WHERE source IN ({marks})", sources
+        )
+        return {r[0]: FileRecord(*r) for r in rows}
+
     def touch(self, source: str, size: int, mtime_ns: int) -> None:
         with self.db:
             self.db.execute("UPDATE files SET size=?, mtime_ns=? WHERE source=?", (size, mtime_ns, source))
@@ -236,6 +244,36 @@ class SideIndex:
         with self.db:
             self.db.execute("DELETE FROM chunks WHERE source=?", (source,))
             self.db.execute("DELETE FROM files WHERE source=?", (source,))
+
+    def mirror(self, records: list[FileRecord], chunks: dict[str, list[Chunk]]) -> None:
+        """A server's files copied into this cache in one transaction: each file's chunk rows (and keyword
+        entries) replaced by `chunks[source]`, and its manifest row set to `records`' fields. The row's chunk count
+        is the number of rows written, so a file read while a writer was changing it differs from the server's
+        record and is fetched again at the next sync."""
+        with self.db:
+            self.db.executemany("DELETE FROM chunks WHERE source=?", [(r.source,) for r in records])
+            self.db.executemany(
+                f"INSERT INTO chunks({_CHUNK_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (c.id, c.text, c.source, c.start_char, c.end_char, c.start_line, c.end_line)
+                    + (c.page, c.title, c.hash)
+                    for r in records
+                    for c in chunks.get(r.source, [])
+                ],
+            )
+            self.db.executemany(
+                "INSERT OR REPLACE INTO files(source, hash, size, mtime_ns, n_chunks, state, indexed_at) "
+                "VALUES (?,?,?,?,?,?,?)",
+                [
+                    (r.source, r.hash, r.size, r.mtime_ns, len(chunks.get(r.source, [])), r.state, time.time())
+                    for r in records
+                ],
+            )
+
+    def drop_sources(self, sources: list[str]) -> None:
+        with self.db:
+            self.db.executemany("DELETE FROM chunks WHERE source=?", [(s,) for s in sources])
+            self.db.executemany("DELETE FROM files WHERE source=?", [(s,) for s in sources])
 
     def clear(self) -> None:
         """Every row, the meta included."""

@@ -142,6 +142,31 @@ class Vectors:
             if len(got["ids"]) < page:
                 return ids
 
+    def chunks_of_sources(self, sources: list[str]) -> dict[str, list[Chunk]]:
+        """Every chunk of these files, rebuilt from the documents and metadata stored with the vectors (what a
+        host's cache is filled from on a server), each file's in text order."""
+        out: dict[str, list[Chunk]] = {s: [] for s in sources}
+        where = {"source": sources[0]} if len(sources) == 1 else {"source": {"$in": list(sources)}}
+        got = self.call(lambda: self.collection.get(where=where, include=["documents", "metadatas"]))
+        for chunk_id, text, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
+            out.setdefault(m["source"], []).append(
+                Chunk(
+                    chunk_id,
+                    text,
+                    m["source"],
+                    int(m["start_char"]),
+                    int(m["end_char"]),
+                    int(m["start_line"]),
+                    int(m["end_line"]),
+                    int(m["page"]) or None,
+                    m.get("title") or "",
+                    m["hash"],
+                )
+            )
+        for chunks in out.values():
+            chunks.sort(key=lambda c: (c.start_char, c.id))
+        return out
+
     # ---- writes --------------------------------------------------------------------------------------
     def add(self, chunks: list[Chunk], embeddings: np.ndarray) -> None:
         """Add the chunks' vectors (row i of `embeddings` is chunk i's) in batches the client accepts."""
