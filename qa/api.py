@@ -16,6 +16,7 @@ from typing import Any
 from qa import stages
 from qa.answer import Answer, Evidence
 from qa.config import Settings, load_settings
+from qa.context import select_context
 from qa.documents import Document, load_document, safe_filename, scan_corpus, type_counts
 from qa.embeddings import embedding_id
 from qa.errors import CorpusError, DocumentError, IndexBusyError, QAError, QuestionError, StorageError
@@ -345,13 +346,23 @@ class Assistant:
             timings["rewrite"] = time.perf_counter() - started
             _add_usage(usage, "rewrite", self.generator)
         t = time.perf_counter()
-        passages = self.retriever.search(standalone, top_k or s.top_k, sources=sources)
+        k = top_k or s.top_k
+        found = self.retriever.search(standalone, max(k, s.context_chunks) if s.context_tokens else k, sources=sources)
         timings["retrieve"] = time.perf_counter() - t
+        passages = found[:k]
+        if s.context_tokens and found:
+            # The context stage (qa/context.py): the best sentences of the retrieved chunks, with their
+            # neighbours, within a token budget; judge and draft read the same windows (one shared KV prefix).
+            t = time.perf_counter()
+            passages = select_context(
+                standalone, found, self.store.chunks_of, self.embedder, s.context_tokens, s.context_window
+            )
+            timings["context"] = time.perf_counter() - t
         timings["evidence"] = time.perf_counter() - started
         yield Evidence(passages, timings["evidence"])  # the user sees what will be read before the model starts
 
         answer: Answer | None = None
-        gated = stages.gate(passages, s.min_relevance)
+        gated = stages.gate(found[:k], s.min_relevance)  # on the retrieved chunks, as before the context stage
         verdict = stages.Verdict(True)
         if not gated.passed:
             answer = stages.decline(question, passages, "relevance")

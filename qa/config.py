@@ -64,6 +64,12 @@ class Settings:
     # Retrieval
     top_k: int = 4
     candidates: int = 30  # per retriever, before fusion
+    # What the model reads (qa/context.py): the best sentences of the best `context_chunks` retrieved chunks,
+    # each with `context_window` neighbouring sentences a side, up to `context_tokens` (estimated) of text.
+    # context_tokens 0: the `top_k` whole chunks instead. Chosen on the ClapNQ calibration ids.
+    context_tokens: int = 220
+    context_chunks: int = 8
+    context_window: int = 1
     max_question_chars: int = 2000
     min_relevance: float = 0.25  # best dense cosine below this: decline without asking the model
     # A sentence-transformers CrossEncoder (hub name or folder) that re-scores the best `rerank_depth` fused
@@ -126,6 +132,9 @@ _BOUNDS = [
     ("threads", 1, None, True),
     ("top_k", 1, None, True),
     ("candidates", 1, None, True),
+    ("context_tokens", 0, None, True),
+    ("context_chunks", 1, None, True),
+    ("context_window", 0, None, True),
     ("max_question_chars", 1, None, True),
     ("min_relevance", -1, 1, True),
     ("rerank_depth", 1, None, True),

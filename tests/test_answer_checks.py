@@ -88,7 +88,11 @@ def test_planted_instructions_are_neutralised_before_the_model_sees_them():
 def test_prompt_puts_sources_first_and_the_question_last(passages):
     messages = build_messages("How many members?", passages)
     user = messages[-1]["content"]
-    assert user.index("[1] (000_6f09b0eae4eaabc4.txt") < user.index("[2] (002_") < user.index("Question: How many")
+    first, second = (f"[{i}] ({p.chunk.title[:60]})\n" for i, p in enumerate(passages[:2], start=1))
+    assert user.index(first) < user.index(second) < user.index("Question: How many")
+    assert messages[0]["content"] == build_messages("Another question?", passages[1:])[0]["content"], (
+        "the system prompt is the same for every question: llama.cpp's cache reuses it"
+    )
 
 
 # ---- planted instructions (issue 19): a passage is data; a line that speaks as a role or to the model is not ----
@@ -204,4 +208,4 @@ def test_the_prompt_for_passages_without_instruction_like_text_is_unchanged():
             assert instruction_spans(chunk.text) == []
             assert neutralise(chunk.text) == " ".join(re.split(r"(?<=[.!?\n])\s+", chunk.text))
             p = Passage(chunk, 0.5)
-            assert f"title: {chunk.title[:80]})\n" in build_messages("q", [p])[-1]["content"]
+            assert f"[1] ({chunk.title[:60]})\n" in build_messages("q", [p])[-1]["content"]

@@ -1,0 +1,119 @@
+"""The context stage (qa/context.py): the model reads the best sentences of the retrieved chunks with their
+neighbours, within a token budget, and every window cites the lines where its text really is. The real Assistant
+(Chroma, SQLite, the loaders, the checks) with the fake models of tests/fakes.py: seconds."""
+
+from __future__ import annotations
+
+import pytest
+
+from qa.api import Assistant
+from qa.context import HEADER_TOKENS, estimate_tokens
+from qa.documents import load_document
+from tests.conftest import fake_settings
+from tests.fakes import HashEmbedder, ScriptedGenerator
+
+# Each paragraph is its own chunk at chunk_size 160. The question matches the second paragraph, but who did it
+# is only in the sentence before, at the end of the first paragraph: in the neighbouring chunk.
+HARBOUR = (
+    "Harbour records of Brindle Bay\n"
+    "\n"
+    "The council met in the old customs house on a wet morning in March.\n"
+    "Margaret Oduya, the elected chair of the council, rose to speak first.\n"
+    "\n"
+    "She signed the harbour treaty with the fishing guilds that afternoon.\n"
+    "The treaty fixed the mooring fees for the next ten years.\n"
+    "\n"
+    "Gulls nested on the roof of the lighthouse all through that summer.\n"
+    "The keeper counted two hundred nests by the end of June.\n"
+)
+QUESTION = "Who signed the harbour treaty with the fishing guilds?"
+REPLY = "Margaret Oduya signed the harbour treaty with the fishing guilds [1]."
+
+
+def make(root, files: dict[str, str], **overrides) -> tuple[Assistant, ScriptedGenerator]:
+    (root / "corpus").mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (root / "corpus" / name).write_text(text, encoding="utf-8")
+    values = {"chunk_size": 160, "chunk_overlap": 0, "top_k": 1, "context_chunks": 1, **overrides}
+    gen = ScriptedGenerator(yes=0.9)
+    assistant = Assistant(fake_settings(root, **values), generator=gen, embedder=HashEmbedder())
+    assert not assistant.ingest().failed
+    return assistant, gen
+
+
+def flat(text: str) -> str:
+    """White space as the prompt shows it (one space; qa.injection.neutralise joins a passage's lines)."""
+    return " ".join(text.split())
+
+
+def file_lines(root, name: str, start: int, end: int) -> str:
+    return "\n".join((root / "corpus" / name).read_text(encoding="utf-8").splitlines()[start - 1 : end])
+
+
+def test_the_answer_in_the_sentence_before_the_matching_chunk_reaches_the_model(tmp_path):
+    assistant, gen = make(tmp_path, {"harbour.txt": HARBOUR}, context_tokens=120)
+    answer = assistant.ask(QUESTION) if gen.enqueue(REPLY) else None
+    read = gen.prompt_text()
+    assert "Margaret Oduya" in read and "She signed the harbour treaty" in read
+    assert "Gulls nested" not in read, "a sentence about something else is not read"
+    assert not answer.abstained and "Margaret Oduya" in answer.text
+    # the passage shown is exactly what the model read, and it is the file's text at the lines it names
+    [window] = answer.retrieved
+    assert flat(window.chunk.text) in flat(read)
+    assert (window.chunk.start_line, window.chunk.end_line) == (4, 7)
+    assert window.chunk.text in file_lines(tmp_path, "harbour.txt", 4, 7)
+    doc = load_document(tmp_path / "corpus" / "harbour.txt", "harbour.txt")
+    assert doc.text[window.chunk.start_char : window.chunk.end_char] == window.chunk.text
+    # the citation quotes the file verbatim, across the two chunks, at the lines where the quote is
+    [citation] = answer.citations
+    assert citation.quote.startswith("Margaret Oduya") and citation.quote.endswith("that afternoon.")
+    assert (citation.start_line, citation.end_line) == (4, 6)
+    assert citation.quote == file_lines(tmp_path, "harbour.txt", 4, 6)
+
+
+def test_with_context_tokens_0_the_model_reads_whole_chunks_as_before(tmp_path):
+    assistant, gen = make(tmp_path, {"harbour.txt": HARBOUR}, context_tokens=0)
+    answer = assistant.ask(QUESTION) if gen.enqueue(REPLY) else None
+    assert "She signed the harbour treaty" in gen.prompt_text() and "Margaret Oduya" not in gen.prompt_text()
+    [chunk] = [p.chunk for p in answer.retrieved]
+    assert chunk.id in {c.id for c in assistant.store.chunks_of("harbour.txt")}
+    assert answer.declined_by == "checks", "the name is in no passage the model read: it cannot be cited"
+
+
+def test_the_budget_holds_and_windows_come_best_first_in_the_order_the_model_reads_them(tmp_path):
+    facts = "\n".join(
+        f"Orchard {n} grows {n + 10} kinds of apples. The weather there was mild in spring." for n in range(1, 13)
+    )
+    files = {"orchards.txt": f"Orchards of the valley\n\n{facts}\n"}
+    assistant, gen = make(tmp_path, files, context_tokens=60, context_chunks=6, top_k=4)
+    answer = assistant.ask("How many kinds of apples does orchard 7 grow?") if gen.enqueue("x") else None
+    read = gen.prompt_text()
+    assert sum(estimate_tokens(p.chunk.text) + HEADER_TOKENS for p in answer.retrieved) <= 60
+    assert "Orchard 7 grows 17 kinds of apples." in answer.retrieved[0].chunk.text
+    positions = [read.index(f"[{i}]") for i in range(1, len(answer.retrieved) + 1)]
+    assert positions == sorted(positions)
+    for i, p in enumerate(answer.retrieved, start=1):
+        assert flat(read).index(flat(p.chunk.text)) > flat(read).index(f"[{i}]")
+        assert p.chunk.text in file_lines(tmp_path, "orchards.txt", p.chunk.start_line, p.chunk.end_line)
+    # a larger budget reads more of the same file, still as exact spans of it
+    wide, gen2 = make(tmp_path / "wide", files, context_tokens=400, context_chunks=6, top_k=4)
+    more = wide.ask("How many kinds of apples does orchard 7 grow?") if gen2.enqueue("x") else None
+    assert sum(len(p.chunk.text) for p in more.retrieved) > sum(len(p.chunk.text) for p in answer.retrieved)
+    doc = load_document(tmp_path / "wide" / "corpus" / "orchards.txt", "orchards.txt")
+    assert all(doc.text[p.chunk.start_char : p.chunk.end_char] == p.chunk.text for p in more.retrieved)
+
+
+def test_a_quote_from_a_window_that_spans_two_chunks_is_verbatim_and_cites_both_lines(tmp_path):
+    assistant, gen = make(tmp_path, {"harbour.txt": HARBOUR}, context_tokens=120)
+    reply = "Margaret Oduya, the elected chair of the council, signed the harbour treaty with the fishing guilds [1]."
+    answer = assistant.ask(QUESTION) if gen.enqueue(reply) else None
+    assert answer.citations, answer.unsupported
+    for c in answer.citations:
+        assert c.quote in file_lines(tmp_path, "harbour.txt", c.start_line, c.end_line)
+    assert {c.start_line for c in answer.citations} | {c.end_line for c in answer.citations} <= {4, 6}
+
+
+@pytest.mark.parametrize("text", ["", "   ", "word " * 3])
+def test_estimate_tokens_counts_words_digits_and_marks(text):
+    assert estimate_tokens(text) == (0 if not text.strip() else 4)
+    assert estimate_tokens("In 2012, Nuland said so.") > estimate_tokens("In the year, Nuland said so.")
