@@ -285,6 +285,14 @@ class Assistant:
         return make_generator(self.settings)
 
     @cached_property
+    def decision(self):
+        """How the judge stage declines (qa.decide): this model's fitted decision, an explicit judge_threshold,
+        or the uncalibrated default."""
+        from qa.decide import generator_decision
+
+        return generator_decision(self.settings, self.generator.name)
+
+    @cached_property
     def retriever(self) -> Retriever:
         s = self.settings
         rerankers = []
@@ -368,7 +376,7 @@ class Assistant:
             answer = stages.decline(question, passages, "relevance")
         else:
             t = time.perf_counter()
-            verdict = stages.judge(self.generator, standalone, passages, s.judge_threshold)
+            verdict = stages.judge(self.generator, standalone, passages, self.decision, self.store.term_counts)
             if verdict.score is not None:
                 timings["judge"] = time.perf_counter() - t
                 _add_usage(usage, "judge", self.generator)

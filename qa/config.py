@@ -76,9 +76,10 @@ class Settings:
     # passages; empty: no reranking. None installs offline here (MODELS.md), so it is off by default.
     rerank_model: str = ""
     rerank_depth: int = 20
-    # Decline when the model's P("yes, the sources state the answer") is below this; 0 turns the judge off.
-    # Chosen on held-apart ClapNQ data (eval/calibrate_judge.py, eval/results/), not on the seeds questions.
-    judge_threshold: float = 0.6
+    # Unset: the model's own fitted decline decision (qa/decide.py, fitted on held-apart ClapNQ questions by
+    # eval/fit_decline.py), or the judge alone at 0.6 for a model without one. A number: decline when the model's
+    # P("yes, the sources state the answer") is below it, whatever was fitted; 0 turns the judge off.
+    judge_threshold: float | None = None
 
     # Generator: "local" (llama.cpp GGUF) or "openai" (any OpenAI-compatible endpoint)
     llm: LLM = "local"
@@ -100,6 +101,8 @@ class Settings:
         # empty answer); here it is one line naming the setting.
         for name, low, high, low_inclusive in _BOUNDS:
             value = getattr(self, name)
+            if value is None:  # an optional setting left unset (judge_threshold)
+                continue
             # Written so that NaN (which compares false with everything) fails too.
             above_low = value > low or (value == low and low_inclusive)
             if not above_low or (high is not None and not value <= high):
@@ -150,6 +153,7 @@ def _coerce(name: str, kind: Any, raw: Any, origin: str = "") -> Any:
     (3.9 or true for a whole number, nan for a threshold, a list for a folder) is refused, never rounded or
     stringified into something else. `origin` (where the value came from) ends the message."""
     kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    kind_name = kind_name.removesuffix(" | None")  # an optional setting is set with a value of its type
     if kind_name == "bool":
         return _as_bool(name, raw)
     where = f" (from {origin})" if origin else ""

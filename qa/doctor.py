@@ -195,6 +195,27 @@ def check_resources(s: Settings, model: Path | None) -> list[Check]:
     return [disk, mem]
 
 
+def check_decline(s: Settings) -> Check:
+    """Whose numbers decide declines after the judge (qa.decide): a fit for this model, the user's
+    judge_threshold, or the uncalibrated default."""
+    from qa.decide import settings_decision
+
+    try:
+        decision = settings_decision(s)
+    except QAError as exc:
+        return Check("decline", "fail", str(exc), "fix or delete that file (eval/fit_decline.py writes it again)")
+    if decision.calibrated:
+        return Check("decline", "ok", decision.describe())
+    return Check(
+        "decline",
+        "warn",
+        f"uncalibrated: {decision.source} (the judge alone at P(yes) {decision.threshold:g}), so declines may be "
+        "too many or too few",
+        f"calibrate this model: python eval/fit_decline.py --llm-model {s.llm_model} (about 5 minutes), "
+        "or set judge_threshold",
+    )
+
+
 def run(s: Settings, probe: bool = True) -> list[Check]:
     """Every check, in the order a user would fix them."""
     checks: list[Check] = []
@@ -207,6 +228,8 @@ def run(s: Settings, probe: bool = True) -> list[Check]:
     if s.llm == "local" and model is not None and checks[0].status != "fail" and probe:
         guarded.append(lambda: check_probe(s, model))
     guarded += [lambda: check_embeddings(s), lambda: check_index(s), check_chromium]
+    if s.llm == "local":  # an API model has no judge, so nothing to calibrate
+        guarded.append(lambda: check_decline(s))
     for make in guarded:
         try:
             checks.append(make())

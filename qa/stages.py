@@ -6,7 +6,9 @@ breakdown and the calibration scripts run the same code. A decline names the sta
 
 - `relevance`: no passage is close enough to the question (best dense cosine below `min_relevance`); the model
   never ran;
-- `judge`: the model's probability that the passages state the answer is below `judge_threshold`;
+- `judge`: the passages do not state the answer, as decided from the model's P(yes), the best dense cosine and
+  the question's word overlap by the model's fitted decision (qa.decide), or by P(yes) below an explicit
+  `judge_threshold`;
 - `model`: the model's own draft says the documents don't say;
 - `checks`: the draft said something, but no sentence of it is supported by the passage it cites.
 """
@@ -17,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from qa.answer import Answer, check_answer, declined
+from qa.decide import Decision, Features, TermCounts, best_dense, features
 from qa.generators.base import Generator, can_judge
 from qa.prompts import JUDGE_INSTRUCTION, build_messages
 from qa.types import Passage
@@ -26,29 +29,44 @@ DECLINED_BY = ("relevance", "judge", "model", "checks")
 
 @dataclass(frozen=True)
 class Verdict:
-    """What a deciding stage concluded, and the number it looked at."""
+    """What a deciding stage concluded, and the number it looked at (for the judge: the model's P(yes)).
+    `features` are the judge stage's inputs to its decision (qa.decide), for calibration and diagnosis."""
 
     passed: bool
     score: float | None = None
+    features: Features | None = None
+    probability: float | None = None  # the decision's P(answer) (for a judge-only decision: P(yes) itself)
 
 
 def gate(passages: list[Passage], min_relevance: float) -> Verdict:
     """Is any passage about the question at all? Cheap, and keeps off-topic questions away from the model."""
-    best = max((p.dense for p in passages if p.dense is not None), default=0.0)
+    best = best_dense(passages)
     return Verdict(best >= min_relevance, best)
 
 
-def judge(generator: Generator, question: str, passages: list[Passage], threshold: float) -> Verdict:
-    """Does the model think the passages state the answer? Skipped (passes) for a generator that cannot judge
-    or a threshold of 0.
+def judge(
+    generator: Generator,
+    question: str,
+    passages: list[Passage],
+    decision: Decision | float,
+    counts: TermCounts | None = None,
+) -> Verdict:
+    """Do the passages state the answer? The model's P(yes) combined with the best dense cosine and the
+    question's IDF-weighted word overlap by `decision` (qa.decide: fitted per model; a number is the judge alone
+    at that threshold). `counts` gives the index's document frequencies for the overlap. Skipped (passes) for
+    a generator that cannot judge or a judge that is off.
 
     The judge's prompt is the answer's prompt with a yes/no instruction last, so llama.cpp evaluates the passages
     once for both (its KV cache keeps the shared prefix).
     """
-    if threshold <= 0 or not can_judge(generator):
+    if not isinstance(decision, Decision):
+        decision = Decision.judge_only(decision)
+    if decision.off or not can_judge(generator):
         return Verdict(True, None)
     p_yes = generator.yes_probability(build_messages(question, passages, instruction=JUDGE_INSTRUCTION))
-    return Verdict(p_yes >= threshold, p_yes)
+    # the overlap's IDF costs a keyword-table count per question word: only a fitted decision reads it
+    found = features(question, passages, p_yes, counts if decision.kind == "fitted" else None)
+    return Verdict(decision.answers(found), p_yes, found, decision.probability(found))
 
 
 def draft(generator: Generator, question: str, passages: list[Passage], max_tokens: int) -> Iterator[str]:

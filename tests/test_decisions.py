@@ -140,6 +140,135 @@ def test_the_judge_off_or_a_model_without_one_goes_straight_to_the_draft(index, 
     assert not answer.abstained and answer.citations[0].source == "orchard.txt" and endpoint.kinds == ["stream"]
 
 
+# ---- the fitted decline decision (qa/decide.py) ------------------------------------------------------------
+
+FITTED = "scripted-calibrated"  # a fake's name with its own entry in the calibration file below
+
+
+def write_calibration(folder, entry) -> None:
+    (folder / "decline_calibration.json").write_text(json.dumps({"models": [entry]}), encoding="utf-8")
+
+
+def judge_fit(threshold_p_yes: float) -> dict:
+    """An entry whose P(answer) is the judge's P(yes) alone (weight 1 on its log-odds): the operating point is
+    `threshold_p_yes`, so what is declined shows which numbers were used."""
+    return {
+        "model": FITTED,
+        "weights": {"judge_logit": 1.0, "best_dense": 0.0, "overlap": 0.0},
+        "bias": 0.0,
+        "threshold": threshold_p_yes,
+    }
+
+
+@pytest.fixture
+def calibrated(index, tmp_path):
+    """ask(generator, question, **settings) with a calibration file in the user's cache folder."""
+    opened = []
+
+    def run(generator, question, **changes):
+        assistant = make_assistant(index.replace(cache_dir=tmp_path, **changes), generator)
+        opened.append(assistant)
+        return assistant, assistant.ask(question)
+
+    yield run
+    for assistant in opened:
+        assistant.store.close()
+
+
+def test_the_decision_on_made_up_signals_declines_below_its_fitted_point_and_answers_above():
+    from qa.decide import Decision, Features, judge_logit
+
+    # decline unless the judge leans yes AND the question's words are in a passage
+    decision = Decision("fitted", 0.5, weights=(1.0, 0.0, 8.0), bias=-4.0)
+    sure_and_covered = Features(judge_logit(0.7), best_dense=0.5, overlap=0.6)
+    assert decision.probability(sure_and_covered) > 0.5 and decision.answers(sure_and_covered)
+    sure_but_uncovered = Features(judge_logit(0.9), best_dense=0.5, overlap=0.1)
+    assert decision.probability(sure_but_uncovered) < 0.5 and not decision.answers(sure_but_uncovered)
+    doubtful_but_covered = Features(judge_logit(0.05), best_dense=0.5, overlap=0.6)
+    assert not decision.answers(doubtful_but_covered)
+
+
+def test_the_overlap_weighs_a_question_word_by_how_rare_it_is_in_the_index(index):
+    from qa.decide import overlap
+
+    assistant = make_assistant(index, ScriptedGenerator(yes=None))
+    try:
+        total, found = assistant.store.term_counts(["glaciers", "the", "zebra"])
+    finally:
+        assistant.store.close()
+    assert total >= 3 and found["glaciers"] >= 1 and found["zebra"] == 0 and found["the"] >= found["glaciers"]
+
+    def counts(terms):  # "orchard" in 1 chunk of 100, "apples" in 50
+        return 100, {t: {"orchard": 1, "apples": 50}.get(t, 0) for t in terms}
+
+    question = "Which apples does the orchard sell?"
+    has_rare = overlap(question, ["The orchard opens in May."], counts)
+    has_common = overlap(question, ["Apples are red."], counts)
+    assert has_rare > 4 * has_common > 0  # one question word each, but the rare one counts for more
+    assert overlap(question, ["The orchard sells apples."], counts) == 1.0
+
+
+@pytest.mark.parametrize("p_yes, declined", [(0.2, True), (0.3, False)])
+def test_a_model_with_a_fit_is_declined_by_its_own_numbers_not_the_default(calibrated, tmp_path, p_yes, declined):
+    write_calibration(tmp_path, judge_fit(0.25))  # this model's point: P(yes) 0.25, not the default 0.6
+    model = ScriptedGenerator(name=FITTED, yes=p_yes).enqueue(KINDS_REPLY)
+    assistant, answer = calibrated(model, KINDS)
+    assert assistant.decision.calibrated and assistant.decision.kind == "fitted"
+    assert answer.abstained == declined and answer.judge == p_yes
+    assert answer.declined_by == ("judge" if declined else None)
+
+
+def test_an_explicit_judge_threshold_overrides_the_fit(calibrated, tmp_path):
+    write_calibration(tmp_path, judge_fit(0.25))
+    model = ScriptedGenerator(name=FITTED, yes=0.3).enqueue(KINDS_REPLY)  # the fit would answer
+    assistant, answer = calibrated(model, KINDS, judge_threshold=0.5)
+    assert answer.declined_by == "judge"
+    assert assistant.decision.kind == "judge" and "judge_threshold setting" in assistant.decision.describe()
+
+
+def test_an_unknown_model_uses_the_default_threshold_and_qa_doctor_says_it_is_uncalibrated(calibrated, tmp_path):
+    from qa.doctor import check_decline
+
+    write_calibration(tmp_path, judge_fit(0.25))  # another model's fit is never borrowed
+    assistant, answer = calibrated(ScriptedGenerator(name="some-other-model", yes=0.5).enqueue(KINDS_REPLY), KINDS)
+    assert answer.declined_by == "judge"  # 0.5 is below the default 0.6
+    assert not assistant.decision.calibrated and assistant.decision.threshold == 0.6
+    check = check_decline(assistant.settings.replace(llm_model="owner/unknown-model-GGUF"))
+    assert check.status == "warn" and "uncalibrated" in check.detail and "owner/unknown-model-GGUF" in check.detail
+    assert "eval/fit_decline.py --llm-model owner/unknown-model-GGUF" in check.fix
+    fitted = check_decline(assistant.settings.replace(llm_model="owner/unknown-model-GGUF", judge_threshold=0.4))
+    assert fitted.status == "ok" and "judge_threshold setting" in fitted.detail
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"models": {}}', "expected an object with a 'models' list"),
+        ('{"models": [{"model": "m", "weights": {"judge_logit": 1}, "bias": 0, "threshold": 0.5}]}',
+         "entry 1: 'weights' must give a number for each of judge_logit, best_dense, overlap"),
+        ('{"models": [{"model": "m", "weights": {"judge_logit": 1, "best_dense": 0, "overlap": 0}, "bias": 0, '
+         '"threshold": 7}]}', "entry 1: 'threshold' must be a number between 0 and 1"),
+    ],
+)  # fmt: skip
+def test_a_bad_calibration_file_is_a_clear_error_naming_the_file(calibrated, tmp_path, content, problem):
+    from qa.doctor import check_decline
+    from qa.errors import ConfigError
+
+    (tmp_path / "decline_calibration.json").write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        calibrated(ScriptedGenerator(yes=0.9).enqueue(KINDS_REPLY), KINDS)
+    assert str(tmp_path / "decline_calibration.json") in str(caught.value) and problem in str(caught.value)
+    check = check_decline(_settings_in(tmp_path))
+    assert check.status == "fail" and "decline_calibration.json" in check.detail
+
+
+def _settings_in(cache_dir):
+    from qa.config import load_settings
+
+    return load_settings({"cache_dir": str(cache_dir)}, env={})
+
+
 # ---- the checks on the draft ------------------------------------------------------------------------------
 
 

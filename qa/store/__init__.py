@@ -429,6 +429,10 @@ class Store:
         return self.side.search_keyword(query, k, sources)
 
     @_storage_guard
+    def term_counts(self, terms: list[str]) -> tuple[int, dict[str, int]]:
+        return self.side.term_counts(terms)
+
+    @_storage_guard
     def stats(self) -> dict:
         self.sync()
         files, chunks = self.side.done_totals()
