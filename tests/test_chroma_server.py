@@ -84,6 +84,30 @@ def test_a_server_that_goes_away_is_a_clear_error_and_recovery_is_automatic(sett
     assert assistant.ingest().chunks == 0  # nothing was lost: the index is complete
 
 
+@pytest.mark.server
+@pytest.mark.timeout(120)
+def test_a_server_that_hangs_is_a_clear_error_within_the_store_timeout_not_a_hang(tmp_path, chroma_server):
+    """Before: chromadb's HTTP client has no timeout, and store_timeout was ignored: a stopped server (SIGSTOP,
+    like a frozen VM or a network that drops packets) hung every question and ingest for ever."""
+    import signal
+
+    from tests.conftest import fake_settings
+    from tests.fakes import HashEmbedder
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(SEEDS, corpus)
+    settings = fake_settings(tmp_path, corpus=corpus, chroma_url=chroma_server.url, store_timeout=2)
+    assistant = Assistant(settings, embedder=HashEmbedder())
+    assistant.ingest()
+    chroma_server.proc.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(StoreUnavailableError, match=r"not reachable \(ReadTimeout"):
+            assistant.retriever.search("asylum offer", 3)
+    finally:
+        chroma_server.proc.send_signal(signal.SIGCONT)
+    assert assistant.retriever.search("asylum offer", 3)  # carries on once the server answers again
+
+
 def test_an_unreachable_server_is_one_clear_line_on_the_cli(settings, seed_corpus):
     from tests.conftest import run_qa
 

@@ -278,3 +278,21 @@ def test_a_server_restart_mid_ingest_is_completed_by_the_next_ingest(tmp_path, c
     for question in QUESTIONS[:4]:
         a = host(tmp_path, "host-a", chroma_server.url, corpus)
         assert ranked(a, question) == ranked(b, question)
+
+
+def test_a_rebuild_on_one_host_is_picked_up_by_another_at_its_next_question(tmp_path, chroma_server):  # noqa: F811
+    corpus = tmp_path / "corpus"
+    write_report_corpus(corpus, files=12)
+    a = host(tmp_path, "host-a", chroma_server.url, corpus)
+    a.ingest()
+    b = host(tmp_path, "host-b", chroma_server.url, corpus)
+    question = "Which granary was repaired in Ostrava?"
+    before = ranked(b, question)
+    (corpus / "extra.txt").write_text("The Ostrava granary was repaired by the lighthouse keeper's cousin.\n")
+    report = a.ingest(rebuild=True)  # new collections swapped in under the same names
+    assert len(report.added) == 13
+    assert b.store.sync() is True  # B's handles named the old collections, which are gone: it opens the new ones
+    after = ranked(b, question)
+    assert after == ranked(a, question) and after != before
+    assert "extra.txt" in {row[1] for row in after}
+    assert b.status()["files"] == 13

@@ -59,11 +59,7 @@ class Vectors:
         if not parsed.hostname:
             raise ConfigError(f"chroma_url '{url}': expected something like http://127.0.0.1:8000")
         try:
-            chroma_settings.chroma_server_http_timeout = timeout  # seconds per request
-        except Exception as exc:  # older settings objects may be frozen; the default timeout then applies
-            log.warning("this chromadb ignores store_timeout (%s); its default request timeout applies", exc)
-        try:
-            return chromadb.HttpClient(
+            client = chromadb.HttpClient(
                 host=parsed.hostname,
                 port=parsed.port or (443 if parsed.scheme == "https" else 8000),
                 ssl=parsed.scheme == "https",
@@ -71,6 +67,8 @@ class Vectors:
             )
         except Exception as exc:
             raise self.unavailable(exc) from None
+        _limit_requests(client, timeout)
+        return client
 
     def open_collection(self, collection: str, verify: bool) -> None:
         try:
@@ -232,6 +230,20 @@ class Vectors:
 
     def delete_collection(self, name: str) -> None:
         self.client.delete_collection(name)
+
+
+def _limit_requests(client, timeout: float) -> None:
+    """Bound every request to the server by `timeout` seconds (store_timeout). chromadb's HTTP client is made
+    with no timeout at all (httpx timeout=None) and its settings have no field for one, so a server that hangs
+    (stopped, or a network that drops packets) would hang `qa ask` and `qa ingest` for ever, an ingest keeping its
+    writer lease; with the limit the user gets "Chroma server at URL is not reachable (ReadTimeout ...)"."""
+    import httpx
+
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if isinstance(session, httpx.Client):
+        session.timeout = httpx.Timeout(timeout)
+    else:
+        log.warning("this chromadb's HTTP client is not an httpx.Client: store_timeout is not applied")
 
 
 def _readable_copy(chroma: Path) -> Path:
