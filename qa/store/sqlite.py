@@ -352,5 +352,17 @@ class SideIndex:
         limit = max(COMMON_MIN, COMMON_SHARE * self.chunk_count())
         return [t for t in terms if counts[t] <= limit] or [min(terms, key=counts.__getitem__)]
 
+    def term_counts(self, terms: list[str]) -> tuple[int, dict[str, int]]:
+        """(chunks in the index, {term: chunks whose text contains it}) through the keyword table, so a term is
+        stemmed as the keyword search stems it: document frequencies for IDF (qa.decide)."""
+        total = self.chunk_count()
+        found = {}
+        for term in dict.fromkeys(terms):
+            # each term is quoted as one FTS5 string ("" escapes a quote), so no term is read as query syntax
+            match = '"' + term.replace('"', '""') + '"'
+            row = self.db.execute("SELECT COUNT(*) FROM chunks_fts WHERE chunks_fts MATCH ?", (match,)).fetchone()
+            found[term] = row[0]
+        return total, found
+
     def close(self) -> None:
         self.db.close()
