@@ -754,6 +754,9 @@ class FileType:
     cited: str  # what "page" and "lines" mean in a citation of this type
     library: str  # what reads it
     limits: str  # what that reader does not handle
+    # How a person finds a cited place in it: "p. 2" / "slide 3" / "chapter 2", then "lines" / "paragraphs"
+    page_word: str = "p."
+    line_word: str = "line"
 
 
 # Adding a type is one entry here plus its loader. The suffix list, the upload label, error messages, `qa status`
@@ -797,7 +800,9 @@ FILE_TYPES: tuple[FileType, ...] = (
         load_docx,
         "lines = paragraph numbers (headings, list items and each table row count as one paragraph)",
         "python-docx",
-        "headers, footers, footnotes, comments, text boxes; .doc (the old binary format)",
+        "headers, footers, footnotes, comments, text boxes, content controls (w:sdt, e.g. a cover page), tracked "
+        "insertions not yet accepted; .doc (the old binary format)",
+        line_word="paragraph",
     ),
     FileType(
         "PowerPoint",
@@ -805,7 +810,8 @@ FILE_TYPES: tuple[FileType, ...] = (
         load_pptx,
         "page = slide number; lines of that slide (shapes top to bottom, tables by row, then the notes)",
         "python-pptx",
-        "text inside pictures and charts; .ppt (the old binary format)",
+        "text inside pictures, charts and SmartArt; .ppt (the old binary format)",
+        page_word="slide",
     ),
     FileType(
         "EPUB e-book",
@@ -813,7 +819,9 @@ FILE_TYPES: tuple[FileType, ...] = (
         load_epub,
         "page = chapter number (the N-th file with text in reading order); lines = paragraphs of that chapter",
         "ebooklib, then the HTML cleaning above",
-        "DRM-protected books; text in images",
+        "DRM-protected books; text in images; a contents or title page with text counts as a chapter",
+        page_word="chapter",
+        line_word="paragraph",
     ),
     FileType(
         "OpenDocument text",
@@ -821,7 +829,8 @@ FILE_TYPES: tuple[FileType, ...] = (
         load_odt,
         "lines = paragraph numbers (headings, list items and each table row count as one paragraph)",
         "odfpy",
-        "headers, footers, footnotes as separate text; password-protected files",
+        "headers and footers; a footnote is read inside its paragraph; password-protected files",
+        line_word="paragraph",
     ),
     FileType(
         "Rich Text",
@@ -829,7 +838,9 @@ FILE_TYPES: tuple[FileType, ...] = (
         load_rtf,
         "lines = paragraph numbers",
         "striprtf",
-        "tables come out cell by cell; embedded pictures and objects are dropped",
+        "a soft line break starts a new paragraph; a table row is one line, cells joined by '|'; pictures and "
+        "embedded objects are dropped",
+        line_word="paragraph",
     ),
 )
 FILE_TYPE_BY_SUFFIX: dict[str, FileType] = {suffix: t for t in FILE_TYPES for suffix in t.suffixes}
@@ -843,6 +854,16 @@ def supported_list(sep: str = ", ") -> str:
 
 def file_type(source: str) -> FileType | None:
     return FILE_TYPE_BY_SUFFIX.get(Path(source).suffix.lower())
+
+
+def place(source: str, start_line: int, end_line: int, page: int | None) -> str:
+    """A cited place labelled the way a person finds it in that kind of file: "deck.pptx, slide 3, lines 2–4",
+    "memo.docx, paragraph 14", "book.epub, chapter 2, paragraphs 3–5", "paper.pdf, p. 2, line 7", "a.txt, lines
+    3–5" (an en dash)."""
+    kind = file_type(source)
+    page_word, line_word = (kind.page_word, kind.line_word) if kind else ("p.", "line")
+    lines = f"{line_word} {start_line}" if start_line == end_line else f"{line_word}s {start_line}–{end_line}"
+    return f"{source}, {page_word} {page}, {lines}" if page else f"{source}, {lines}"
 
 
 def type_counts(sources: Iterable[str]) -> dict[str, int]:

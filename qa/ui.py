@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import ipaddress
+import json
 import re
 import string
 import sys
@@ -18,10 +19,10 @@ import gradio as gr
 
 from qa.answer import Answer, Evidence
 from qa.api import Assistant
-from qa.documents import supported_list
+from qa.documents import Document, file_type, supported_list
+from qa.documents import place as _where
 from qa.errors import ConfigError, QAError
 from qa.text import CHECKED_MARKER, DECLINE_TEXT
-from qa.text import long_location as _where
 
 # Curated questions for the shipped seeds/ (the README's screenshot shows them); any other corpus gets questions
 # made from its own documents by example_questions().
@@ -103,6 +104,10 @@ CSS = """
 .cite mark, .doc mark { background: #ffe58a; }
 .doc { font-family: ui-monospace, monospace; font-size: 0.85em; max-height: 480px; overflow: auto; }
 .doc .ln { color: #999; user-select: none; display: inline-block; width: 3.5em; }
+.doc div[id^="L"] { padding-left: 3.5em; text-indent: -3.5em; }  /* a wrapped line clears the numbers */
+.doc .place { font-family: sans-serif; }
+.doc .page-head { font-family: sans-serif; font-weight: bold; color: #3b6ea8; margin: 10px 0 2px; }
+.doc .hit { background: #fff6d0; }
 .decline { color: #8a4b00; }
 """
 
@@ -188,15 +193,82 @@ def evidence_html(passages) -> str:
     return "\n".join(parts) if passages else "<p>No passage matched the question.</p>"
 
 
-def document_html(assistant: Assistant, source: str, start: int, end: int) -> str:
-    doc = assistant.document(source)
-    rows = []
-    for i, (line_no, text) in enumerate(zip(doc.line_map, doc.text.split("\n"), strict=False)):
-        body = html.escape(text) or "&nbsp;"
-        if start <= line_no <= end:
-            body = f"<mark>{body}</mark>"
-        rows.append(f'<div id="L{i}"><span class="ln">{line_no}</span>{body}</div>')
-    return f'<div class="doc"><p><b>{html.escape(source)}</b></p>{"".join(rows)}</div>'
+def _quote_span(text: str, quote: str, lo: int, hi: int) -> tuple[int, int] | None:
+    """Where `quote` is in text[lo:hi] (any run of white space matching any other: a quote may cross a line)."""
+    tokens = quote.split()
+    if not tokens:
+        return None
+    found = re.compile(r"\s+".join(map(re.escape, tokens))).search(text, lo, hi)
+    return found.span() if found else None
+
+
+def document_html(doc: Document, start: int, end: int, page: int | None = None, quote: str = "") -> str:
+    """The document with the cited place marked: lines `start`..`end` of `page` (a slide, a chapter; None outside
+    paged types) shaded, the quote in them highlighted. Each page/slide/chapter has a heading, each line its number
+    as cited. With no lines (start 0) the quote alone finds the place, on `page` if given."""
+    kind = file_type(doc.source)
+    page_word = (kind.page_word if kind else "p.").replace("p.", "page")
+    mark_no = "¶ " if kind and kind.line_word == "paragraph" else ""  # the number column counts paragraphs
+    lines = doc.text.split("\n")
+    offsets, at = [], 0
+    for line in lines:
+        offsets.append(at)
+        at += len(line) + 1
+    sections = doc.sections or [(0, len(doc.text), None)]
+    line_page, k = [], 0
+    for offset in offsets:  # pages are joined by one "\n", so a line past a section's end starts the next
+        while k < len(sections) - 1 and offset > sections[k][1]:
+            k += 1
+        line_page.append(sections[k][2])
+    on_page = [i for i in range(len(lines)) if page is None or line_page[i] == page]
+    cited = {i for i in on_page if start <= doc.line_map[i] <= end}
+    if cited:
+        first, last = min(cited), max(cited)
+        span = _quote_span(doc.text, quote, offsets[first], offsets[last] + len(lines[last]))
+    else:  # no lines given, or they are not in this version of the file: look for the quote
+        span = (
+            _quote_span(doc.text, quote, offsets[on_page[0]], offsets[on_page[-1]] + len(lines[on_page[-1]]))
+            if on_page
+            else None
+        )
+        if span:
+            cited = {i for i in on_page if offsets[i] < span[1] and offsets[i] + len(lines[i]) >= span[0]}
+    if cited:
+        first, last = min(cited), max(cited)
+        where = _where(doc.source, doc.line_map[first], doc.line_map[last], line_page[first])
+        head = f'<p class="place"><b>{html.escape(doc.source)}</b> · {html.escape(where[len(doc.source) + 2 :])}</p>'
+    else:
+        head = (
+            f'<p class="place"><b>{html.escape(doc.source)}</b> · the cited place is not in the file as it is now '
+            "(it changed after it was indexed)</p>"
+        )
+    rows, shown_page = [], object()
+    for i, text in enumerate(lines):
+        if line_page[i] is not None and line_page[i] != shown_page:
+            if rows:
+                rows.append("</section>")
+            rows.append(
+                f'<section data-page="{line_page[i]}"><div class="page-head">{page_word.capitalize()} '
+                f"{line_page[i]}</div>"
+            )
+        shown_page = line_page[i]
+        if span and i in cited and span[0] < offsets[i] + len(text) and span[1] > offsets[i]:
+            a, b = max(span[0] - offsets[i], 0), min(span[1] - offsets[i], len(text))
+            body = html.escape(text[:a]) + f"<mark>{html.escape(text[a:b])}</mark>" + html.escape(text[b:])
+        elif i in cited and not span:
+            body = f"<mark>{html.escape(text)}</mark>"  # the quote is not found: the cited lines are the place
+        else:
+            body = html.escape(text) or "&nbsp;"
+        hit = ' class="hit"' if i in cited else ""
+        rows.append(f'<div id="L{i}"{hit}><span class="ln">{mark_no}{doc.line_map[i]}</span>{body}</div>')
+    if shown_page is not None and rows:
+        rows.append("</section>")
+    return f'<div class="doc">{head}{"".join(rows)}</div>'
+
+
+def place_value(source: str, page: int | None, start: int, end: int, quote: str = "") -> str:
+    """A cited place as the "Open a cited document" list carries it (JSON: any file name, any quote)."""
+    return json.dumps([source, page, start, end, quote])
 
 
 def build_app(assistant: Assistant) -> gr.Blocks:
@@ -245,27 +317,63 @@ def build_app(assistant: Assistant) -> gr.Blocks:
         chat.append({"role": "assistant", "content": answer_markdown(answer)})
         history = list(history or []) + [(answer.question, answer.text)]
         choices = [
-            (f"[{c.n}] {_where(c.source, c.start_line, c.end_line, c.page)}", f"{c.source}|{c.start_line}|{c.end_line}")
+            (
+                f"[{c.n}] {_where(c.source, c.start_line, c.end_line, c.page)}",
+                place_value(c.source, c.page, c.start_line, c.end_line, c.quote),
+            )
             for c in answer.citations
         ]
         if answer.abstained:
             choices = [
                 (
                     _where(p.chunk.source, p.chunk.start_line, p.chunk.end_line, p.chunk.page),
-                    f"{p.chunk.source}|{p.chunk.start_line}|{p.chunk.end_line}",
+                    place_value(p.chunk.source, p.chunk.page, p.chunk.start_line, p.chunk.end_line),
                 )
                 for p in answer.retrieved
             ]
         yield chat, history, sources_html(answer, show_retrieved), gr.update(choices=choices, value=None), ""
 
+    loaded: dict[str, tuple[tuple, Document]] = {}  # source -> (its file's size and time, the loaded document)
+
+    def load(source: str) -> Document:
+        # Opening a cited place loads the file again (a scan is OCR'd again): keep the last few while unchanged.
+        try:
+            stat = (Path(settings.corpus) / source).stat()
+            key: tuple = (stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            key = ()
+        if source in loaded and key and loaded[source][0] == key:
+            return loaded[source][1]
+        doc = assistant.document(source)
+        if len(loaded) >= 8:
+            loaded.pop(next(iter(loaded)))
+        loaded[source] = (key, doc)
+        return doc
+
+    def open_place(source: str, page: int | None, start: int, end: int, quote: str = "") -> str:
+        try:
+            return document_html(load(source), start, end, page, quote)
+        except QAError as exc:
+            return f"<p>⚠️ {html.escape(str(exc))}</p>"
+
     def open_document(choice):
         if not choice:
             return ""
-        source, start, end = choice.rsplit("|", 2)
-        try:
-            return document_html(assistant, source, int(start), int(end))
-        except QAError as exc:
-            return f"<p>⚠️ {html.escape(str(exc))}</p>"
+        source, page, start, end, quote = json.loads(choice)
+        return open_place(source, page, start, end, quote)
+
+    def open_from_url(request: gr.Request):
+        """A cited place as a link: ?doc=FILE&part=N&lines=A-B&quote=TEXT, part being the page, slide or chapter
+        (part, lines and quote optional; not "page", which Gradio keeps for pages of an app)."""
+        query = dict(request.query_params) if request else {}
+        if not query.get("doc"):
+            return ""
+        lines = re.fullmatch(r"\s*(\d+)\s*(?:[-–]\s*(\d+))?\s*", query.get("lines", ""))
+        page = query.get("part", "").strip()
+        if (query.get("lines") and not lines) or (page and not page.isdigit()):
+            return "<p>⚠️ a link to a cited place reads ?doc=FILE&amp;part=N&amp;lines=A-B&amp;quote=TEXT</p>"
+        start, end = (int(lines[1]), int(lines[2] or lines[1])) if lines else (0, 0)
+        return open_place(query["doc"], int(page) if page else None, start, end, query.get("quote", ""))
 
     def upload(files, progress=gr.Progress()):  # noqa: B008 (how Gradio injects a progress bar)
         messages = []
@@ -359,6 +467,7 @@ def build_app(assistant: Assistant) -> gr.Blocks:
             api_visibility="private",
         )
         cited.change(open_document, cited, viewer, api_visibility="private").then(None, js=SCROLL_TO_MARK)
+        app.load(open_from_url, None, viewer, api_visibility="private").then(None, js=SCROLL_TO_MARK)
         uploader.upload(upload, uploader, [upload_status, table, to_remove], api_visibility="private")
         remove_btn.click(remove, to_remove, [upload_status, table, to_remove], api_visibility="private")
         gr.api(api_ask, api_name="ask")
