@@ -14,6 +14,8 @@ Sections (all by default; pick with --only):
            default local model (time to first token, total)
   scale    index sizes (default 1k, 10k, 100k chunks): ingest time and hybrid/dense query latency by size
   memory   peak RSS of `qa ingest`, `qa ask` and the UI process (each a separate process, read from /proc)
+  doctypes ingest speed per document type: --type-files files of each type (made here), each type alone:
+           files/s, pages/s (PDF pages, slides, chapters; a scan's pages through OCR), MB of files/s, chunks/s
 
 It measures the seeds and questions of a source checkout. The baseline and the plots need the dev extras
 (langchain-huggingface, langchain-chroma, matplotlib: `pip install -e '.[dev]'`); they are imported only here.
@@ -69,8 +71,13 @@ DEV_EXTRAS = {
     "langchain_huggingface": "langchain-huggingface",
     "langchain_chroma": "langchain-chroma",
     "matplotlib": "matplotlib",
+    "reportlab": "reportlab",
 }
-NEEDS = {"ingest": ["langchain_huggingface", "langchain_chroma", "matplotlib"], "scale": ["matplotlib"]}
+NEEDS = {
+    "ingest": ["langchain_huggingface", "langchain_chroma", "matplotlib"],
+    "scale": ["matplotlib"],
+    "doctypes": ["reportlab"],  # writes the text-layer PDFs (the other types use the libraries qa reads them with)
+}
 
 
 def dev_import(module: str):
@@ -469,6 +476,171 @@ def bench_memory(settings, args, work: Path, log) -> dict:
     return {"rows": rows}
 
 
+# ---- ingest speed per document type -------------------------------------------------------------------------
+# The same made-up text in every type (a page = a PDF page, a slide, an e-book chapter; the other types are one
+# flow of paragraphs), written with the libraries qa reads them with, so the figures compare the readers.
+
+_WORDS = (
+    "harbour ferry committee repairs budget lighthouse keeper storm quay pier tide survey report council vote "
+    "engine crew cargo season winter summer island village road bridge museum garden school market station "
+    "records shows approved rejected opened closed measured inspected painted repaired built planned delayed"
+).split()
+
+
+def _page_paragraphs(rng, chars: int = 1800) -> list[str]:
+    """About `chars` characters of sentences, as paragraphs of three sentences."""
+    sentences, size = [], 0
+    while size < chars:
+        words = [rng.choice(_WORDS) for _ in range(rng.randint(8, 16))]
+        sentence = " ".join(words).capitalize() + f" in {rng.randint(1850, 2024)}."
+        sentences.append(sentence)
+        size += len(sentence) + 1
+    return [" ".join(sentences[i : i + 3]) for i in range(0, len(sentences), 3)]
+
+
+def _write_type(kind: str, path: Path, pages: list[list[str]]) -> None:
+    """One file of `kind` (a suffix without the dot) holding `pages` (each a list of paragraphs)."""
+    flat = [p for page in pages for p in page]
+    if kind in ("txt", "md"):
+        path.write_text("\n\n".join(flat) + "\n")
+    elif kind == "html":
+        body = "\n".join(f"<p>{p}</p>" for p in flat)
+        path.write_text(
+            f"<html><head><title>{path.stem}</title></head><body><article>\n{body}\n</article></body></html>"
+        )
+    elif kind == "rtf":
+        path.write_text(
+            "{\\rtf1\\ansi\\deff0{\\fonttbl{\\f0 Times;}}\\f0 " + "".join(p + "\\par\n" for p in flat) + "}"
+        )
+    elif kind == "docx":
+        import docx
+
+        d = docx.Document()
+        for p in flat:
+            d.add_paragraph(p)
+        d.save(path)
+    elif kind == "odt":
+        from odf.opendocument import OpenDocumentText
+        from odf.text import P
+
+        odt = OpenDocumentText()
+        for p in flat:
+            odt.text.addElement(P(text=p))
+        odt.save(str(path))
+    elif kind == "pptx":
+        from pptx import Presentation
+        from pptx.util import Inches
+
+        deck = Presentation()
+        for page in pages:
+            frame = deck.slides.add_slide(deck.slide_layouts[6]).shapes.add_textbox(0, 0, Inches(9), Inches(7))
+            frame.text_frame.text = page[0]
+            for p in page[1:]:
+                frame.text_frame.add_paragraph().text = p
+        deck.save(path)
+    elif kind == "epub":
+        from ebooklib import epub
+
+        book = epub.EpubBook()
+        book.set_identifier(path.stem)
+        book.set_title(path.stem)
+        book.set_language("en")
+        chapters = []
+        for n, page in enumerate(pages, start=1):
+            body = "".join(f"<p>{p}</p>" for p in page)
+            chapters.append(
+                epub.EpubHtml(title=f"{n}", file_name=f"c{n}.xhtml", content=f"<html><body>{body}</body></html>")
+            )
+            book.add_item(chapters[-1])
+        book.toc, book.spine = chapters, chapters
+        book.add_item(epub.EpubNcx())
+        book.add_item(epub.EpubNav())
+        epub.write_epub(str(path), book)
+    elif kind == "pdf":
+        from reportlab.lib.pagesizes import A4
+        from reportlab.lib.styles import getSampleStyleSheet
+        from reportlab.platypus import PageBreak, Paragraph, SimpleDocTemplate
+
+        style = getSampleStyleSheet()["BodyText"]
+        story = []
+        for page in pages:
+            story += [Paragraph(p, style) for p in page] + [PageBreak()]
+        SimpleDocTemplate(str(path), pagesize=A4).build(story[:-1])
+    elif kind == "scanned pdf":  # page images only, as a scanner makes them: A4 at 200 dpi, black on white
+        import textwrap
+
+        from PIL import Image, ImageDraw, ImageFont
+
+        font, images = ImageFont.load_default(size=34), []
+        for page in pages:
+            image = Image.new("L", (1654, 2339), 255)
+            lines = [line for p in page for line in textwrap.wrap(p, 78) + [""]]
+            draw = ImageDraw.Draw(image)
+            for n, line in enumerate(lines):
+                draw.text((120, 150 + n * 48), line, fill=0, font=font)
+            images.append(image)
+        images[0].save(path, "PDF", resolution=200.0, save_all=True, append_images=images[1:])
+    else:
+        raise ValueError(kind)
+
+
+DOCTYPES = ("txt", "md", "html", "pdf", "scanned pdf", "docx", "pptx", "epub", "odt", "rtf")
+
+
+def doctype_corpus(work: Path, kind: str, files: int, pages: int, seed: int = 7) -> Path:
+    """`files` files of `kind`, each of `pages` pages of the same made-up text (the same for every kind)."""
+    import random
+
+    folder = work / f"doctype-{kind.replace(' ', '-')}"
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = "pdf" if kind == "scanned pdf" else kind
+    rng = random.Random(seed)
+    for n in range(files):
+        _write_type(kind, folder / f"doc{n:03d}.{suffix}", [_page_paragraphs(rng) for _ in range(pages)])
+    return folder
+
+
+def bench_doctypes(settings, args, work: Path, log) -> dict:
+    """Fresh ingest of --type-files files of each type (--type-pages pages each; a scan: --ocr-pages pages in all),
+    each type alone into a new index, --runs times: files/s, pages/s, MB of files/s and chunks/s (medians)."""
+    settings = settings.replace(ocr=True)
+    warm, _, _ = ours_ingest(settings, doctype_corpus(work, "txt", 1, 1, seed=1), work / "doctype-warm")
+    warm.store.close()  # the embedding model loaded once, untimed
+    rows = []
+    for kind in args.types:
+        files = max(1, args.ocr_pages // args.type_pages) if kind == "scanned pdf" else args.type_files
+        corpus = doctype_corpus(work, kind, files, args.type_pages)
+        times, chunks, skipped = [], 0, []
+        for run in range(args.runs):
+            index = work / f"doctype-idx-{kind.replace(' ', '-')}-{run}"
+            assistant, report, seconds = ours_ingest(settings, corpus, index)
+            times.append(seconds)
+            chunks, skipped = report.chunks + report.reused, list(report.failed)
+            assistant.store.close()
+            shutil.rmtree(index, ignore_errors=True)
+        median = statistics.median(times)
+        pages = files * args.type_pages
+        mb = sum(p.stat().st_size for p in corpus.iterdir()) / 1e6
+        row = {
+            "type": kind,
+            "files": files,
+            "pages": pages if kind in ("pdf", "scanned pdf", "pptx", "epub") else None,
+            "mb": round(mb, 3),
+            "chunks": chunks,
+            "ingest_s": round(median, 2),
+            "runs": [round(t, 2) for t in times],
+            "files_per_s": round(files / median, 2),
+            "pages_per_s": round(pages / median, 2) if kind in ("pdf", "scanned pdf", "pptx", "epub") else None,
+            "mb_per_s": round(mb / median, 3),
+            "chunks_per_s": round(chunks / median, 1),
+        }
+        if skipped:
+            row["skipped"] = [f"{s}: {r}" for s, r in skipped][:3]
+        log(row)
+        rows.append(row)
+    return {"rows": rows, "type_pages": args.type_pages}
+
+
 # ---- output -----------------------------------------------------------------------------------------------
 
 
@@ -520,7 +692,7 @@ def write_plots(result: dict, out: Path) -> list[str]:
 
 
 def print_tables(result: dict) -> None:
-    for section in ("ingest", "query", "scale", "memory"):
+    for section in SECTIONS:
         data = result.get(section)
         if not data:
             continue
@@ -549,6 +721,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--answers", type=int, default=8, help="seed questions answered in full (0 skips)")
     p.add_argument("--out", type=Path, default=ROOT / "eval" / "results" / "bench")
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default a temporary one)")
+    p.add_argument("--types", nargs="+", choices=DOCTYPES, default=list(DOCTYPES), help="doctypes: types to ingest")
+    p.add_argument("--type-files", type=int, default=20, help="doctypes: files of each type")
+    p.add_argument("--type-pages", type=int, default=5, help="doctypes: pages (slides, chapters) per file")
+    p.add_argument("--ocr-pages", type=int, default=10, help="doctypes: scanned pages in all (OCR is slow)")
 
 
 def run(args: argparse.Namespace, settings) -> int:
@@ -587,7 +763,13 @@ def run(args: argparse.Namespace, settings) -> int:
     return 0
 
 
-SECTIONS = {"ingest": bench_ingest, "query": bench_query, "scale": bench_scale, "memory": bench_memory}
+SECTIONS = {
+    "ingest": bench_ingest,
+    "query": bench_query,
+    "scale": bench_scale,
+    "memory": bench_memory,
+    "doctypes": bench_doctypes,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

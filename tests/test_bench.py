@@ -63,3 +63,29 @@ def test_a_missing_dev_extra_is_an_error_that_says_what_to_install(monkeypatch):
     with pytest.raises(QAError, match=r"qa bench needs matplotlib: pip install matplotlib \(or pip install -e"):
         bench.check_extras(["scale", "memory"])
     bench.check_extras(["query", "memory"])  # these sections need no extra
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SCIFACT.is_dir(), reason="qa bench checks for ../shared/bench/scifact beside the checkout")
+def test_ingest_speed_is_reported_for_every_document_type(tmp_path):
+    """`qa bench --only doctypes` makes files of every type with the same text, ingests each type alone and reports
+    files/s, pages/s (PDF pages, slides, chapters, scanned pages through OCR), MB/s and chunks/s."""
+    out = tmp_path / "bench"
+    result = run_qa(
+        "bench", "--only", "doctypes",
+        "--type-files", "2", "--type-pages", "2", "--ocr-pages", "2", "--runs", "2",
+        "--out", str(out), "--work", str(tmp_path / "work"),
+        timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {r["type"]: r for r in json.loads((out / "bench.json").read_text())["doctypes"]["rows"]}
+    assert list(rows) == list(bench.DOCTYPES)
+    assert all(len(r["runs"]) == 2 and r["files_per_s"] > 0 and "skipped" not in r for r in rows.values())
+    assert rows["scanned pdf"]["files"] == 1 and rows["scanned pdf"]["pages"] == 2
+    assert [rows[t]["pages"] for t in ("pdf", "pptx", "epub")] == [4, 4, 4] and rows["docx"]["pages"] is None
+    # the same text in every type: each reader finds about as many chunks as the plain text has (OCR: half the
+    # files, so about half)
+    for kind, row in rows.items():
+        expected = rows["txt"]["chunks"] / (2 if kind == "scanned pdf" else 1)
+        assert 0.7 * expected <= row["chunks"] <= 1.3 * expected, (kind, row["chunks"], expected)
+    assert "## doctypes" in result.stdout
