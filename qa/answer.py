@@ -5,6 +5,16 @@ checked against the passage it cites (its content words, and every number and na
 A wrong marker is moved to a passage that supports the sentence or dropped; a sentence that no passage
 supports is removed from the answer and listed in `unsupported`. If nothing supported is left, or retrieval
 found nothing relevant, the answer is an explicit decline.
+
+Three further rules (issue 14), each a form rather than a list of phrases:
+- attribution ("According to AP, ...", "..., as stated in [1]", "Source [2] says ...") is not a claim: it is
+  taken off before checking, and shown only when it names something the cited passage holds;
+- a number or name the sentence adds must be bound in the passage to what it is bound to in the sentence: a word
+  next to "8" in the answer that the passage puts next to another number ("8 dead and about 100 injured") is a
+  swapped fact;
+- a who / which / when / where / how-many question needs an answer holding a thing of that kind (a name, a date,
+  a number, a place) that the question does not already hold; a reason that only restates its own sentence ("it
+  turned down the offer because it rejected the offer") is no answer either.
 """
 
 from __future__ import annotations
@@ -80,6 +90,219 @@ def _skeleton(word: str) -> str:
     return re.sub(r"(.)\1+", r"\1", re.sub(r"[aeiouy]", "", word))
 
 
+# ---- attribution (issue 14.1) -----------------------------------------------------------------------------
+
+# "[1]", "[1, 2]", "[1], [3], and [4]": one or more markers joined by commas / "and".
+_MARKERS = r"\[\d+(?:\s*[,;]\s*\d+)*\](?:\s*(?:,\s*and|,|;|and|&)?\s*\[\d+(?:\s*[,;]\s*\d+)*\])*"
+# A reference to the sources themselves, not to anything they report: "[2]", "source [2]", "the article",
+# "the provided context", "passages 1 and 3".
+_SOURCE_REF = (
+    r"(?:(?:the |this |that |these |those )?(?:(?:given|provided|above|cited|same|first|second|third) )?"
+    r"(?:source|document|passage|text|article|context|excerpt|snippet|reference)s?"
+    rf"(?:\s*(?:{_MARKERS}|\d+(?:\s*(?:,|and)\s*\d+)*))?|{_MARKERS})"
+)
+_ATTRIBUTING = (
+    r"(?:according to|as (?:stated|reported|described|mentioned|noted|indicated|shown|explained|said|seen|written)"
+    r" (?:in|by))"
+)
+_SAYING = (
+    r"(?:says?|said|states?|stated|reports?|reported|writes?|wrote|notes?|noted|mentions?|mentioned|indicates?|"
+    r"indicated|explains?|explained|shows?|showed|confirms?|confirmed|suggests?|suggested)"
+)
+_I = re.IGNORECASE
+# Attribution to the sources: never a claim, always taken off (the [n] marker already says where it is from).
+_SOURCE_ATTRIBUTION = [
+    re.compile(rf"^(?:{_ATTRIBUTING}|in|from|per|based on)\s+{_SOURCE_REF}\s*[,:]\s*", _I),
+    re.compile(rf"^{_SOURCE_REF}\s+(?:also\s+)?{_SAYING}(?:\s+that)?\s*[,:]?\s*", _I),
+    re.compile(rf"^it is {_SAYING} (?:in|by) {_SOURCE_REF}\s*,?\s*(?:that\s+)?", _I),
+    re.compile(rf"\s*,?\s*\(?{_ATTRIBUTING}\s+{_SOURCE_REF}\)?", _I),
+    re.compile(rf"\s+(?:in|from|by)\s+(?:the\s+)?(?:source|document|passage|text|article)s?\s*(?={_MARKERS})", _I),
+]
+# A sentence that only points at a source ("This is supported by source [1].") carries no claim.
+_POINTER = re.compile(
+    r"^(?:this|that|it|these|which)(?: \w+){0,2} (?:is|are|was|were|can be) (?:\w+ )?(?:supported|stated|mentioned|"
+    rf"found|shown|confirmed|given|described|explained|based|reported|seen)(?: \w+)? (?:by|in|on)\s+{_SOURCE_REF}"
+    r"\s*[.!?]?$",
+    _I,
+)
+# Attribution to someone ("According to AP, ...", "..., as reported by Reuters.", "AP reports that ..."): the
+# claim is checked without it, and it is shown only when the cited passage names the same (see `_attributed`).
+_NAMED_ATTRIBUTION = [
+    re.compile(rf"^{_ATTRIBUTING}\s+(?P<who>[^,;:]{{1,60}}?)\s*,\s*", _I),
+    re.compile(r"^(?P<who>(?:[A-Z][\w.'’&-]*\s+){1,4}?)(?:reports?|reported|writes?|wrote)\s+that\s+"),
+    re.compile(rf"\s*,\s*{_ATTRIBUTING}\s+(?P<who>[^,;:.]{{1,60}}?)(?=\s*(?:{_MARKERS})?\s*[.!?]?\s*$)", _I),
+]
+# Left over when a model's attribution lost its object: "as stated in ,, and", "according to ,".
+_DANGLING = re.compile(rf"\s*,?\s*{_ATTRIBUTING}\s*(?=[,.;:!?]|$)|(?:\s*,)+\s*(?:and\s*)?(?=[.!?]|$)", _I)
+
+
+def _attributed(sentence: str) -> tuple[str, str, set[str]]:
+    """(the sentence without attribution to the sources, the same also without attribution to someone,
+    the content words naming that someone). Markers are kept; only the phrases around them go."""
+    full = sentence
+    if _POINTER.match(MARKER.sub("", full).strip()) or _POINTER.match(full.strip()):
+        return "", "", set()
+    for rx in _SOURCE_ATTRIBUTION:
+        full = rx.sub(lambda m: " " if m.start() else "", full, count=1)
+    core, who = full, set()
+    for rx in _NAMED_ATTRIBUTION:
+        m = rx.search(core)
+        if m:
+            who = content_words(m.group("who"))
+            core = core[: m.start()] + (" " if m.start() else "") + core[m.end() :]
+            break
+    full, core = _capitalised(full.strip()), _capitalised(core.strip())
+    return full, core, who
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:] if text[:1].islower() else text
+
+
+# ---- facts and what they are bound to (issue 14.2) ---------------------------------------------------------
+
+BIND_WINDOW = 2  # content words either side of a number or name that the answer binds to it ("8 people injured")
+# ... and in the passage, a word right next to another number or name ("about 100 injured") is bound to that one
+BOUND_ELSEWHERE = 1
+# "U.N." / "U.S." are one word here (the citation check proper ignores single letters)
+_TOKEN = re.compile(r"(?:[A-Za-z]\.){2,}|\d[\d,.]*\d[^\W\d_]*|\d[^\W\d_]*|[^\W\d_]+")
+_MONTHS = frozenset(
+    "january february march april may june july august september october november december "
+    "jan feb mar apr jun jul aug sep sept oct nov dec".split()
+)
+# Number words that are quantities; "one" is left out of binding (it is mostly a pronoun: "one of the camps").
+_NUMBER_WORDS = frozenset(
+    "two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen "
+    "eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred hundreds thousand thousands "
+    "million millions billion billions trillion dozen dozens".split()
+)
+# Capitalised words that open sentences without naming anything; a sentence's first word outside these and
+# CHECK_STOP is checked as a name when the passage never writes it in lower case ("Iraq offered ...").
+_OPENERS = frozenset(
+    "however therefore thus hence additionally moreover furthermore overall yes no also finally first firstly "
+    "second secondly third lastly meanwhile instead still yet again here today currently initially later "
+    "previously today's many several few most both either neither another every there".split()
+)
+
+
+def _lower_words(text: str) -> set[str]:
+    """The words `text` writes in lower case somewhere: those are not names when they open a sentence."""
+    return {w for w in words(text) if w.islower()}
+
+
+def _opens_with_name(first: str, lower: set[str]) -> bool:
+    low = first.lower()
+    return (
+        first[:1].isupper()
+        and len(first) > 1
+        and low not in CHECK_STOP
+        and low not in _OPENERS
+        and low not in lower
+        and not low.endswith("ly")
+    )
+
+
+def _tokens(sentence: str, lower: set[str]) -> list[tuple[str, str]]:
+    """(stem, kind) for each content word of `sentence`, kind "num" (a number, a month, a number word), "name"
+    (capitalised, the first word only when `_opens_with_name`) or "word"."""
+    out = []
+    for i, m in enumerate(_TOKEN.finditer(sentence)):
+        raw = m.group()
+        low = raw.lower().replace(",", "").replace(".", "") if "." in raw[:2] else raw.lower().replace(",", "")
+        if low in CHECK_STOP or (len(low) == 1 and not low.isdigit()):
+            continue
+        if raw[0].isdigit() or low in _NUMBER_WORDS or (raw[0].isupper() and low in _MONTHS):
+            out.append((low, "num"))
+        elif raw[0].isupper() and (i > 0 or _opens_with_name(raw, lower)):
+            out.append((stem(low), "name"))
+        else:
+            out.append((stem(low), "word"))
+    return out
+
+
+def _facts(tokens: list[tuple[str, str]], kind: str) -> list[tuple[int, int, frozenset[str]]]:
+    """The facts of `kind` in a sentence as (first, last position, words): a run of them ("February 9",
+    "Victoria Nuland") is one fact."""
+    groups, i = [], 0
+    while i < len(tokens):
+        if tokens[i][1] == kind:
+            j = i
+            while j + 1 < len(tokens) and tokens[j + 1][1] == kind:
+                j += 1
+            groups.append((i, j, frozenset(t for t, _ in tokens[i : j + 1])))
+            i = j + 1
+        else:
+            i += 1
+    return groups
+
+
+def _bindings(tokens: list[tuple[str, str]], kind: str, window: int) -> list[tuple[str, frozenset[frozenset[str]]]]:
+    """Each plain word with the facts of `kind` it is bound to: those nearest to it, at most `window` away."""
+    groups = _facts(tokens, kind)
+    out = []
+    for p, (word, k) in enumerate(tokens):
+        if k != "word" or not groups:
+            continue
+        dist = [(max(a - p, p - b, 0), g) for a, b, g in groups]
+        near = min(d for d, _ in dist)
+        if near <= window:
+            out.append((word, frozenset(g for d, g in dist if d == near)))
+    return out
+
+
+def _same_fact(fact: frozenset[str], others: set[str] | frozenset[str]) -> bool:
+    """Does a fact share a word with `others`, allowing a name's other forms: "Hep" / "Hepatitis" (a prefix of
+    three letters or more), "Mujahedeen" / "Mujahadin" (see `_skeleton`)?"""
+    for a in fact:
+        for b in others:
+            if a == b or (min(len(a), len(b)) >= 3 and not a.isdigit() and (a.startswith(b) or b.startswith(a))):
+                return True
+            if _skeleton(a) and _skeleton(a) == _skeleton(b):
+                return True
+    return False
+
+
+def swapped_fact(sentence: str, passage_text: str, question: str = "") -> str | None:
+    """A number or name the sentence adds whose neighbouring words the passage binds to another number or name
+    (and never to it), or None. "8 people were injured" against "left 8 dead and about 100 injured" -> "8".
+
+    Lenient on purpose: a neighbour the passage does not have (a paraphrase, "killed" for "dead") is no evidence
+    either way; only a word the passage ties to a different fact is. For names, whose verbs can stand far away
+    ("..., said spokeswoman Victoria Nuland"), that tie counts only in passage sentences without the name."""
+    lower = _lower_words(passage_text)
+    asked = content_words(question) | numbers(question)
+    # the question's own numbers and names are the user's words: they neither need binding nor bind others
+    claim = [(t, "given" if k != "word" and t in asked else k) for t, k in _tokens(sentence, lower)]
+    spans = split_sentences(passage_text) or [(0, len(passage_text))]
+    passage = [_tokens(passage_text[a:b], lower) for a, b in spans]
+    for kind in ("num", "name"):
+        bound: dict[frozenset[str], set[str]] = {}
+        for word, facts in _bindings(claim, kind, BIND_WINDOW):
+            for fact in facts:
+                bound.setdefault(fact, set()).add(word)
+        # the noun a number counts ("8 people", "210 members") is counted elsewhere too ("three dozen people"):
+        # it binds the number for agreement, but is no evidence that the number was swapped
+        counted = {b for (_, k), (b, kb) in zip(claim, claim[1:], strict=False) if k == kind == "num" and kb == "word"}
+        mentioned = {t for t, k in claim if k != "word"}
+        for key, neighbours in bound.items():
+            agree = conflict = False
+            for tokens in passage:
+                at = _same_fact(key, {t for t, _ in tokens})
+                for word, facts in _bindings(tokens, kind, BIND_WINDOW):
+                    if word in neighbours and any(_same_fact(f, key) for f in facts):
+                        agree = True
+                for word, facts in _bindings(tokens, kind, BOUND_ELSEWHERE):
+                    if (
+                        word in neighbours - counted
+                        and not any(_same_fact(f, mentioned) for f in facts)  # a fact the answer does not name
+                        and (kind == "num" or not at)
+                    ):
+                        conflict = True
+            if conflict and not agree:
+                return " ".join(sorted(key))
+    return None
+
+
 def support(sentence: str, passage_text: str, question: str = "") -> float:
     """How well a passage backs a sentence, 0..1. Zero when a number or name the sentence adds is missing.
 
@@ -92,7 +315,11 @@ def support(sentence: str, passage_text: str, question: str = "") -> float:
     have = content_words(passage_text)
     if not numbers(sentence) - numbers(question) <= numbers(passage_text):
         return 0.0
-    missing = _names(sentence) - asked - have
+    names = _names(sentence)
+    first = words(sentence)[:1]
+    if first and _opens_with_name(first[0], _lower_words(passage_text) | _lower_words(question)):
+        names.add(stem(first[0].lower()))  # "Iraq offered ..." names a country as much as "... by Iraq" does
+    missing = names - asked - have
     if missing:
         # a name the passage lacks is invented, unless it is the passage's name spelled another way
         spelled = {_skeleton(w) for w in have} - {""}
@@ -100,10 +327,120 @@ def support(sentence: str, passage_text: str, question: str = "") -> float:
             return 0.0
     if not new:
         return 0.0  # restating the question answers nothing
+    if swapped_fact(sentence, passage_text, question):
+        return 0.0  # every word is in the passage, but a number or name is bound to something else there
     if len(new) < SHORT_ANSWER_WORDS:
         # a short answer: the passage must also be about what was asked
         return min(len(new & have) / len(new), SHORT_ANSWER_TOPIC_FACTOR * len(asked & have) / max(1, len(asked)))
     return len(new & have) / len(new)
+
+
+# ---- non-answers (issue 14.3) ------------------------------------------------------------------------------
+
+# What a question asks for, from its first question word: a number, a date, a place or a name. Questions led by
+# what / why / how (other than "how many" ...) ask for no kind of thing: their answers are not held to one.
+_QUESTION_WORD = re.compile(r"\b(?:who|whom|whose|what|which|when|where|why|how)\b", re.IGNORECASE)
+_ASKS = re.compile(
+    r"(?P<number>how (?:many|much|old|long|far|tall)\b|(?:what|which) (?:number|percentage|amount)\b)"
+    r"|(?P<date>(?:what|which) (?:year|month|day|date|decade|century|season)\b"
+    # "when did / was ... ?" asks for a time; "when do you need to ...?" for a condition, which is no date
+    r"|when (?:did|was|were|will|had|has|have|would)\b)"
+    r"|(?P<place>(?:what|which) (?:country|city|state|town|province|place|region|continent|county|island|location)\b"
+    r"|where\b)"
+    # "who is / were X?" asks what X is ("who were the Dadaists"), not for a name
+    r"|(?P<name>who\b(?! (?:is|are|was|were)\b)|whom\b|whose\b)"
+    r"|(?P<thing>which\b)",
+    re.IGNORECASE,
+)
+_DATE_WORDS = frozenset(
+    "monday tuesday wednesday thursday friday saturday sunday spring summer autumn fall winter century centuries "
+    "decade decades ago era dynasty reign yesterday today tomorrow".split()
+)
+_PLACE_PREPOSITION = frozenset(
+    "in at on near inside within between from into across along off outside throughout beneath behind above below "
+    "beside around north south east west".split()
+)
+# a count can be a quantifier as well as a number ("a unanimous verdict": all twelve)
+_HOW_MANY_WORDS = _NUMBER_WORDS | frozenset(
+    "one half single once twice all none no both unanimous majority minority".split()
+)
+# Words that make a sentence a statement rather than a label: auxiliaries, and the endings of verb forms. Loose on
+# purpose (plural nouns end in -s too): only a line with none of them is a fragment ("Martin Kobler cartoon").
+_AUXILIARIES = frozenset(
+    "is are was were be been being am has have had do does did will would can could may might shall should must "
+    "became become becomes means meant".split()
+) | frozenset(  # irregular past tenses, which no ending shows
+    "began bought brought built came caught chose drew drove fell felt flew fought found gave got grew held hid hit "
+    "kept knew laid led left lost made met paid put ran read rose said sang sat saw sent set shot sold spent spoke "
+    "stood stole struck swam taught thought threw told took won wore wrote".split()
+)
+FRAGMENT_MAX_WORDS = 3  # a verbless answer adding more content words than this is a caption or heading, no answer
+NON_ANSWER_MAX_NEW = 3  # a who / where answer without a name or place adding at most this many words restates
+_REASON = re.compile(r"\b(?:because|due to|owing to|as a result of)\b", re.IGNORECASE)
+
+
+def asked_kind(question: str) -> str | None:
+    """What kind of thing the question's first question word asks for: "number", "date", "place", "name",
+    "thing" (any content word the question lacks) or None ("Who wrote ...?" -> "name"; "In the AP report, which
+    spokesman ...?" -> "thing"; "What happened when ...?" -> None)."""
+    lead = _QUESTION_WORD.search(question)
+    if not lead:
+        return None
+    m = _ASKS.match(question, lead.start())
+    return m.lastgroup if m else None
+
+
+def holds_kind(text: str, kind: str, question: str, passages_text: str = "") -> bool:
+    """Does `text` hold a thing of `kind` that the question does not already hold?"""
+    asked = content_words(question) | numbers(question)
+    lower = _lower_words(passages_text) | _lower_words(question)
+    tokens = [(t, k) for t, k in _tokens(text, lower) if t not in asked]
+    names = any(k == "name" for _, k in tokens)
+    nums = any(k == "num" for _, k in tokens)
+    if kind == "number":
+        return nums or any(w.lower() in _HOW_MANY_WORDS for w in words(text) if w.lower() not in asked)
+    if kind == "date":
+        return nums or names or any(t in _DATE_WORDS for t, _ in tokens)
+    if kind == "place":
+        if names:
+            return True
+        plain = [w for w in words(text) if w.lower() not in CHECK_STOP or w.lower() in _PLACE_PREPOSITION]
+        return any(
+            w.lower() in _PLACE_PREPOSITION and any(stem(x.lower()) not in asked for x in plain[i + 1 : i + 4])
+            for i, w in enumerate(plain)
+        )
+    if kind == "thing":  # "which X": whatever X is, the answer must name something the question does not
+        return bool(content_words(text) - asked)
+    return names
+
+
+def restates_itself(sentence: str, question: str) -> bool:
+    """A reason that gives nothing beyond its own sentence and the question: "X turned down the offer because
+    it rejected the offer" (the reason adds one past-tense verb and repeats the rest), "rejected it because it
+    rejected it"."""
+    m = _REASON.search(sentence)
+    if not m:
+        return False
+    main, reason = content_words(sentence[: m.start()]), content_words(sentence[m.end() :])
+    if not reason:
+        return True
+    added = reason - main - content_words(question)
+    if not added:
+        return True
+    verbs = [w for w in words(sentence[m.end() :]) if stem(w.lower()) in added]
+    return len(added) == 1 and bool(reason & main) and all(w.lower().endswith("ed") for w in verbs)
+
+
+def is_fragment(sentence: str, question: str) -> bool:
+    """A line without a verb that adds more than a few words: a caption, a heading, a credit, not an answer.
+    A short one ("Feb. 9.", "Victoria Nuland.") is an answer, and so is one that holds what was asked for."""
+    kind = asked_kind(question)
+    if kind and holds_kind(sentence, kind, question):
+        return False
+    ws = words(sentence)
+    if any(w.lower() in _AUXILIARIES or (w.islower() and w.endswith(("ed", "ing", "s", "en"))) for w in ws):
+        return False
+    return len(content_words(sentence) - content_words(question)) > FRAGMENT_MAX_WORDS
 
 
 def best_quote(sentence: str, passage_text: str) -> tuple[int, int]:
@@ -139,28 +476,40 @@ def check_answer(question: str, raw: str, passages: list[Passage]) -> Answer:
     citation_index: dict[tuple[str, int, int], int] = {}
     # what each passage may support: its text without instruction-like lines (see `evidence`)
     texts = [evidence(p.chunk.text) for p in passages]
+    asked = content_words(question)
     for start, end in split_sentences(reply):
         sentence = reply[start:end].strip()
-        claim_text = _tidy(MARKER.sub("", sentence))
-        if DECLINE_PHRASE.search(claim_text):
+        # attribution is not a claim: "According to [1], X" is checked as "X" (see `_attributed`)
+        full, core, who = _attributed(sentence)
+        with_who, without_who = _tidy(re.sub(_MARKERS, "", full)), _tidy(re.sub(_MARKERS, "", core))
+        claim_text = without_who
+        if not with_who or DECLINE_PHRASE.search(with_who):
             continue
-        if not content_words(claim_text) - content_words(question) and not numbers(claim_text):
+        if not content_words(with_who) - asked and not numbers(with_who):
             # connective text ("In short:") carries no claim to check; keep it only between claims
             if claim_text and kept_sentences:
                 kept_sentences.append(claim_text)
             continue
+        if restates_itself(claim_text, question) or is_fragment(claim_text, question):
+            answer.unsupported.append(claim_text)
+            continue
+        # "According to AP, ..." is shown, and checked, only with a passage that names AP
+        named = [bool(who) and who <= content_words(text) | asked for text in texts]
+        scores = [support(with_who if n else without_who, text, question) for n, text in zip(named, texts, strict=True)]
         cited = marker_numbers(sentence)
-        scored = {n: support(claim_text, texts[n - 1], question) for n in cited if 1 <= n <= len(passages)}
+        scored = {n: scores[n - 1] for n in cited if 1 <= n <= len(passages)}
         valid = [n for n, s in scored.items() if s >= SUPPORT_MIN]
         if not valid:
             # the marker pointed at nothing or at a passage that does not back the sentence:
             # attribute it to the best supporting passage, if there is one
-            ranked = sorted(((support(claim_text, text, question), i) for i, text in enumerate(texts, 1)), reverse=True)
+            ranked = sorted(((score, i) for i, score in enumerate(scores, 1)), reverse=True)
             if ranked and ranked[0][0] >= SUPPORT_MIN:
                 valid, scored = [ranked[0][1]], {ranked[0][1]: ranked[0][0]}
         if not valid:
             answer.unsupported.append(claim_text)
             continue
+        if all(named[n - 1] for n in valid):
+            claim_text = with_who
         markers = []
         for n in dict.fromkeys(valid):
             chunk = passages[n - 1].chunk
@@ -192,12 +541,20 @@ def check_answer(question: str, raw: str, passages: list[Passage]) -> Answer:
     if not answer.citations:
         return declined(answer, "checks")
     answer.text = " ".join(kept_sentences)
+    kind = asked_kind(question)
+    shown = MARKER.sub("", answer.text)
+    if kind and not holds_kind(shown, kind, question, "\n".join(texts)):
+        # "Who told them to disband?" answered without naming anyone restates the question: no answer. Who and
+        # where are also answered by a description ("the group that bears the burden"): only a short one goes.
+        if kind not in ("name", "place") or len(content_words(shown) - asked) <= NON_ANSWER_MAX_NEW:
+            return declined(answer, "checks")
     return answer
 
 
 def _tidy(text: str) -> str:
     """Mend the punctuation that removing markers leaves behind ("Nuland, ." -> "Nuland.")."""
-    text = re.sub(r"\s+([,.;:!?])", r"\1", text.strip())
+    text = _DANGLING.sub("", text.strip())  # "as stated in ,, and" once its markers are gone
+    text = re.sub(r"\s+([,.;:!?])", r"\1", text)
     text = re.sub(r"[,;:]+([.!?])", r"\1", text)
     return re.sub(r"\s{2,}", " ", text)
 
