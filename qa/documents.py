@@ -44,6 +44,52 @@ _FURNITURE = re.compile(
 )
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 
+# Picture furniture (issue 14.4): captions, credits and alt text are about an image, not article text, and a
+# model quoting one ("Martin Kobler cartoon") answers nothing. Recognised by form, not by listing lines:
+# - an agency or photo credit in brackets anywhere on the line: "(AP Photo/Karim Kadim)", "(Reuters)" after a
+#   caption, "(Photo: NASA)";
+_CREDIT_IN_BRACKETS = re.compile(
+    r"\((?:(?-i:[A-Z])[\w.&'-]*[ /]){0,3}(?:photo|photograph|image|picture|illustration)s?\b[^)]*\)"
+    r"|\((?:file|file photo)\)"
+    r"|\((?:photo|image|picture)s?(?: credit)?:[^)]*\)",
+    re.IGNORECASE,
+)
+# - a line opening with a picture label: "Photo: ...", "Image credit: ...", "Photo by ...", "Courtesy of ...";
+_PICTURE_LABEL = re.compile(
+    r"^(?:(?:photo|photograph|image|picture|illustration|cartoon|graphic|caption)s?(?: credits?| courtesy)?\s*[:|]"
+    r"|(?:photo|photograph|image|picture|illustration|cartoon)s?(?: credits?)? (?:by|courtesy|from|via)\b"
+    r"|courtesy (?:of|photo)\b|(?:photo|image|picture) credits?$)",
+    re.IGNORECASE,
+)
+# - alt text standing alone: a markdown image, "[image: ...]", a picture's file name, "Image may contain: ...";
+_ALT_TEXT = re.compile(
+    r"^(?:!\[[^\]]*\]\([^)]*\)|\[(?:image|img|photo|picture)\b[^\]]*\]|\S+\.(?:jpe?g|png|gif|webp|svg|tiff?)"
+    r"|image may contain\b.*)$",
+    re.IGNORECASE,
+)
+# - a short line without a verb that ends in a picture word or credit ("martin kobler cartoon", "Getty Images",
+#   "Click to enlarge"): a caption. A sentence ("The cartoon was banned.") has a verb or ends like one.
+_PICTURE_END = re.compile(
+    r"\b(?:photo|photograph|image|picture|cartoon|illustration|thumbnail|slideshow|gallery|enlarge|"
+    r"getty images|shutterstock|alamy)s?\W*$",
+    re.IGNORECASE,
+)
+_VERB_LIKE = re.compile(
+    r"\b(?:is|are|was|were|be|been|has|have|had|do|does|did|will|would|can|could|may|might|shall|should|must)\b"
+    r"|\b[a-z]{3,}(?:ed|ing)\b"
+)
+CAPTION_MAX_WORDS = 10
+
+
+def is_picture_furniture(line: str) -> bool:
+    """Is this (stripped) line a caption, credit or alt text rather than article text? See the forms above."""
+    if not line:
+        return False
+    if _CREDIT_IN_BRACKETS.search(line) or _PICTURE_LABEL.match(line) or _ALT_TEXT.match(line):
+        return True
+    short = len(line.split()) <= CAPTION_MAX_WORDS and not line.startswith("#")
+    return short and bool(_PICTURE_END.search(line)) and not _VERB_LIKE.search(line) and line[-1:] not in ".!?:"
+
 
 def decode_bytes(data: bytes, source: str) -> str:
     """Decode file bytes: BOMs first, UTF-16 without a BOM, UTF-8, then cp1252/Latin-1. Repairs mojibake."""
@@ -102,7 +148,9 @@ def clean_text(text: str) -> str:
     text = ftfy.fix_text(text, uncurl_quotes=False, fix_line_breaks=False, normalization="NFC")
     text = _CONTROL.sub(" ", text)
     lines = text.split("\n")
-    return "\n".join("" if _FURNITURE.match(line.strip()) else line.rstrip() for line in lines)
+    return "\n".join(
+        "" if _FURNITURE.match(line.strip()) or is_picture_furniture(line.strip()) else line.rstrip() for line in lines
+    )
 
 
 def _first_line_title(text: str) -> str:
