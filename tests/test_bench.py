@@ -37,6 +37,13 @@ def test_a_tiny_benchmark_compares_with_the_langchain_recipe(tmp_path):
     ours = {r["corpus"]: r for r in fresh if r["system"] == "qa (onnx-int8)"}
     assert set(ours) == {"seeds", "scifact-40"} and all(r["speedup_vs_baseline"] > 0 for r in ours.values())
     assert all(len(r["runs"]) == 2 and r["chunks"] > 0 for r in fresh)
+    # The summary quotes both pipelines' medians and their ratio, per corpus.
+    summary = {r["corpus"]: r for r in data["ingest"]["summary"]}
+    base = {r["corpus"]: r["mb_per_s"] for r in fresh if r["system"].startswith("baseline")}
+    for corpus, r in summary.items():
+        assert r["median_of"] == 2 and r["baseline_mb_per_s"] == base[corpus]
+        assert r["ratio"] == round(ours[corpus]["mb_per_s"] / base[corpus], 2) == ours[corpus]["speedup_vs_baseline"]
+    assert set(summary) == {"seeds", "scifact-40"} and "ratio=" in result.stdout
     again = {(r["corpus"], r["kind"]): r for r in data["ingest"]["rows"] if "kind" in r}
     # Changing one file re-embeds only that file's changed chunk, not the corpus.
     assert again[("scifact-40", "re-ingest, one file changed")]["chunks_embedded"] <= 2
