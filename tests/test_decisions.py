@@ -263,6 +263,17 @@ def test_a_bad_calibration_file_is_a_clear_error_naming_the_file(calibrated, tmp
     assert check.status == "fail" and "decline_calibration.json" in check.detail
 
 
+def test_each_builtin_model_ships_its_own_fitted_decline_decision(tmp_path):
+    from qa.decide import decision_for
+    from qa.generators.llama_cpp import SHIPPED
+
+    decisions = {name: decision_for("local", name, None, tmp_path) for name in SHIPPED}  # tmp_path: no user fits
+    for name, decision in decisions.items():
+        assert decision.calibrated and decision.kind == "fitted" and decision.model == name, decision.describe()
+        assert decision.fitted["sha256"] == SHIPPED[name].sha256
+    assert len({(d.weights, d.threshold) for d in decisions.values()}) == len(SHIPPED)  # each its own numbers
+
+
 def _settings_in(cache_dir):
     from qa.config import load_settings
 
