@@ -229,18 +229,21 @@ class SideIndex:
         chunks = [c for f in files for c in f.chunks]
         with self.db:
             self.db.executemany("DELETE FROM chunks WHERE source=?", [(f.source,) for f in files])
-            self.db.executemany(
-                f"INSERT INTO chunks({_CHUNK_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (c.id, c.text, c.source, c.start_char, c.end_char, c.start_line, c.end_line)
-                    + (c.page, c.title, c.hash)
-                    for c in chunks
-                ],
-            )
+            self._insert_chunks(chunks)
             self.db.executemany(
                 "UPDATE files SET state='done', n_chunks=?, indexed_at=? WHERE source=?",
                 [(len(f.chunks), time.time(), f.source) for f in files],
             )
+
+    def _insert_chunks(self, chunks: list[Chunk]) -> None:
+        """Chunk rows (and, by trigger, their keyword entries); the caller holds the transaction."""
+        self.db.executemany(
+            f"INSERT INTO chunks({_CHUNK_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [
+                (c.id, c.text, c.source, c.start_char, c.end_char, c.start_line, c.end_line, c.page, c.title, c.hash)
+                for c in chunks
+            ],
+        )
 
     def mark_source_pending(self, source: str) -> None:
         with self.db:
@@ -259,15 +262,7 @@ class SideIndex:
         record and is fetched again at the next sync."""
         with self.db:
             self.db.executemany("DELETE FROM chunks WHERE source=?", [(r.source,) for r in records])
-            self.db.executemany(
-                f"INSERT INTO chunks({_CHUNK_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (c.id, c.text, c.source, c.start_char, c.end_char, c.start_line, c.end_line)
-                    + (c.page, c.title, c.hash)
-                    for r in records
-                    for c in chunks.get(r.source, [])
-                ],
-            )
+            self._insert_chunks([c for r in records for c in chunks.get(r.source, [])])
             self.db.executemany(
                 "INSERT OR REPLACE INTO files(source, hash, size, mtime_ns, n_chunks, state, indexed_at) "
                 "VALUES (?,?,?,?,?,?,?)",
