@@ -358,7 +358,10 @@ class Assistant:
         found = self.retriever.search(standalone, max(k, s.context_chunks) if s.context_tokens else k, sources=sources)
         timings["retrieve"] = time.perf_counter() - t
         passages = found[:k]
-        if s.context_tokens and found:
+        gated = stages.gate(found[:k], s.min_relevance)  # on the retrieved chunks, as before the context stage
+        # Off the documents' topic, the model never runs: the closest chunks are shown as they are, and the
+        # context stage (which only chooses what the model reads) is skipped.
+        if s.context_tokens and found and gated.passed:
             # The context stage (qa/context.py): the best sentences of the retrieved chunks, with their
             # neighbours, within a token budget; judge and draft read the same windows (one shared KV prefix).
             t = time.perf_counter()
@@ -370,7 +373,6 @@ class Assistant:
         yield Evidence(passages, timings["evidence"])  # the user sees what will be read before the model starts
 
         answer: Answer | None = None
-        gated = stages.gate(found[:k], s.min_relevance)  # on the retrieved chunks, as before the context stage
         verdict = stages.Verdict(True)
         if not gated.passed:
             answer = stages.decline(question, passages, "relevance")

@@ -136,10 +136,11 @@ def test_a_question_in_another_language_gets_an_answer_object_not_a_crash(seeded
 
 
 def test_a_prompt_longer_than_the_context_window_is_a_clear_error(seeded):
-    """Eight passages do not fit a 512-token window: the judge used to die with a llama.cpp traceback."""
+    """Eight whole passages do not fit a 512-token window: the judge used to die with a llama.cpp traceback.
+    (The context stage's windows would fit, so this asks for whole chunks, as `context_tokens = 0` does.)"""
     from qa.errors import GeneratorError
 
-    small = Assistant(seeded.settings.replace(llm_ctx=512))
+    small = Assistant(seeded.settings.replace(llm_ctx=512, context_tokens=0))
     try:
         with pytest.raises(GeneratorError, match=r"more than the model's context window \(llm_ctx 512\)"):
             small.ask("How many members of the MEK did Albania offer to take in?", top_k=8)
