@@ -256,9 +256,12 @@ def test_a_model_endpoint_that_dies_mid_answer_is_a_clear_error_and_the_next_que
     pytest.importorskip("llama_cpp")
     port = free_port()
     base = f"http://127.0.0.1:{port}/v1"
-    # 2 passages: the 0.5B model answers this question reliably from them (it rambles with the default 4)
+    # 2 whole passages: the 0.5B model answers this question reliably from them (it rambles with the default 4,
+    # and with the context stage's windows from 8 chunks); what this tests is the endpoint, not the context
     assistant = Assistant(
-        settings.replace(llm="openai", llm_base_url=base, llm_model="qwen-0.5b", llm_timeout=20, top_k=2)
+        settings.replace(
+            llm="openai", llm_base_url=base, llm_model="qwen-0.5b", llm_timeout=20, top_k=2, context_tokens=0
+        )
     )
     assistant.ingest()
     env = {
@@ -269,6 +272,7 @@ def test_a_model_endpoint_that_dies_mid_answer_is_a_clear_error_and_the_next_que
         "QA_LLM_MODEL": "qwen-0.5b",
         "QA_LLM_TIMEOUT": "20",
         "QA_TOP_K": "2",
+        "QA_CONTEXT_TOKENS": "0",
     }
     for framing in ("chunked", "close"):
         # The Python API: the draft streams in, then the failure is a GeneratorError naming the endpoint.

@@ -56,6 +56,9 @@ UI_SETTINGS = {
     "QA_TOP_K": "2",
     "QA_LLM_MAX_TOKENS": "64",
     "QA_JUDGE_THRESHOLD": "0",
+    # two whole chunks, as before the context stage: this measures concurrency, and the 0.5B model strays into
+    # neighbouring facts of the windows from 8 chunks (an answer to seed-08 quoted seed-44's "humanitarian")
+    "QA_CONTEXT_TOKENS": "0",
 }
 
 
@@ -180,9 +183,14 @@ def test_eight_simultaneous_users_each_get_their_own_answers(ui_url):
         if result["abstained"]:
             assert result["citations"] == [] and result["retrieved"], (q["id"], result)
             continue
+        # Cited files must be among the passages retrieved for this very question (the seeds state some facts in
+        # several files, so a file outside the question's gold list is not cross-talk by itself); another
+        # question's gold fact counts as cross-talk only when this request's own passages do not hold it (the
+        # 0.5B model often answers with a neighbouring fact of the right passage).
         cited = {c["source"] for c in result["citations"]}
-        assert cited and cited <= set(q["sources"]), (q["id"], cited, q["sources"])
-        strangers = [o["id"] for o in questions if o is not q and has(result["answer"], o)]
+        assert cited and cited <= {p["source"] for p in result["retrieved"]}, (q["id"], cited, result["retrieved"])
+        read = " ".join(p["text"] for p in result["retrieved"])
+        strangers = [o["id"] for o in questions if o is not q and has(result["answer"], o) and not has(read, o)]
         assert has(result["answer"], q) or not strangers, (q["id"], result["answer"], strangers)
     right = [q["id"] for _, q, r in answered if has(r["answer"], q)]
     assert len(answered) >= len(results) * 3 // 4, [(q["id"], r["answer"]) for _, q, r in answered]

@@ -328,7 +328,8 @@ def test_a_link_to_a_cited_place_opens_every_type_there(
     assert shown["mark"] == sentence
     assert shown["heading"] == heading
     assert shown["numbers"] == [("¶ " if "paragraph" in label else "") + label.rsplit(" ", 1)[1]]
-    assert shown["scrolled"] or name == "scan.pdf"  # a short scan fits the viewer unscrolled
+    # shown_place waited until the highlight is inside the viewer and the window: whether that took a scroll
+    # depends on how long the document is at this width (a short deck or scan fits unscrolled)
 
 
 def test_a_link_whose_quote_is_gone_marks_its_lines_or_says_the_place_is_gone(typed_page, typed_url):
