@@ -21,7 +21,6 @@ they were chosen.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -196,7 +195,7 @@ def model_identity(llm: str, llm_model: str) -> tuple[str, str]:
     per process, ~1 s per GB), "" for a hub repo or an API model (matched by name)."""
     if llm != "local":
         return llm_model, ""
-    from qa.generators.llama_cpp import SHIPPED
+    from qa.generators.llama_cpp import SHIPPED, file_sha256
 
     if llm_model in SHIPPED:
         return llm_model, SHIPPED[llm_model].sha256
@@ -206,11 +205,7 @@ def model_identity(llm: str, llm_model: str) -> tuple[str, str]:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(1 << 22):
-                digest.update(block)
-        _SHA_CACHE[key] = digest.hexdigest()
+        _SHA_CACHE[key] = file_sha256(path)
     return path.name, _SHA_CACHE[key]
 
 

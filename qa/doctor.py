@@ -7,7 +7,6 @@ model in a child process (a few seconds), which proves its native code runs on t
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Callable
@@ -26,14 +25,6 @@ class Check:
     status: str  # "ok" | "warn" | "fail"
     detail: str
     fix: str = ""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_llama_build() -> Check:
@@ -73,7 +64,7 @@ def check_model(s: Settings) -> tuple[Check, Path | None]:
         if r.status_code >= 400:
             return Check("model", "fail", f"{url} answered HTTP {r.status_code}", _endpoint_fix(s)), None
         return Check("model", "ok", f"endpoint {s.llm_base_url} answers, model '{s.llm_model}'"), None
-    from qa.generators.llama_cpp import SHIPPED, resolve_gguf
+    from qa.generators.llama_cpp import SHIPPED, file_sha256, resolve_gguf
 
     try:
         where = resolve_gguf(s.llm_model, s.cache_dir)  # joins a shipped model once, checking its SHA-256
@@ -83,7 +74,7 @@ def check_model(s: Settings) -> tuple[Check, Path | None]:
         return Check("model", "warn", f"hub model {where[0]} is downloaded on first use", "needs the hub"), None
     size = where.stat().st_size
     if s.llm_model in SHIPPED:
-        digest = _sha256(where)
+        digest = file_sha256(where)
         if digest != SHIPPED[s.llm_model].sha256:
             fix = f"delete {where} (qa joins it again from its packages) or reinstall the model packages"
             return Check("model", "fail", f"{where} has SHA-256 {digest[:12]}…, expected another", fix), None

@@ -42,6 +42,15 @@ SHIPPED = {
 }
 
 
+def file_sha256(path: Path) -> str:
+    """A file's SHA-256, read in 4 MiB blocks (model files are gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _package_parts(package: str) -> list[Path]:
     spec = importlib.util.find_spec(package)
     if not spec or not spec.submodule_search_locations:
