@@ -6,7 +6,10 @@ in the next one), sometimes across a chunk boundary. So, instead of the `top_k` 
 
 1. take the best `context_chunks` retrieved chunks (more than `top_k`: a wider net, since less of each is read);
 2. split them into sentences and score each against the question: cosine of the question's and the sentence's
-   embeddings (the retrieval model, already loaded), plus IDF-weighted overlap of their words;
+   embeddings (the retrieval model, already loaded), plus IDF-weighted overlap of their words, plus a prior from
+   the retrieval rank of the chunk the sentence lies in (the hybrid ranking of whole chunks is the better
+   judge of where the answer is; one sentence's cosine is noisy, and short title and lead sentences that repeat
+   the question's words win on it);
 3. take the best sentences with `context_window` neighbouring sentences on each side, reaching into the adjacent
    chunk of the same file (`Store.chunks_of`) when the neighbour lies there; windows of one file that touch are
    merged;
@@ -15,6 +18,14 @@ in the next one), sometimes across a chunk boundary. So, instead of the `top_k` 
 Each window becomes a Passage whose Chunk is an exact span of the cleaned document text with its own start and
 end lines and page, so citations, verbatim quotes and the UI's "open at that place" point where the text is.
 `context_tokens = 0` turns the stage off: the model reads the `top_k` whole chunks, as before.
+
+Measured without a model by eval/context_sweep.py (eval/results/context-sweep.json), chosen on the 30 answerable
+ClapNQ calibration questions only. The rank prior (RANK_WEIGHT 0.7) against none: calibration answer-word recall
+0.798 -> 0.833, share of questions with recall >= 0.8 0.600 -> 0.667; on 100 other ClapNQ questions 0.776 -> 0.825
+and 0.56 -> 0.66; seeds answer in what is read 0.911 -> 0.929; median draft prompt on the seeds 341 -> 338.5 Qwen
+tokens. Also measured and left off, as they did not win on the calibration set: penalising a sentence like one
+already read (`redundancy`, MMR), capping one window's share of the budget (`window_share`), a bonus for holding a
+thing of the kind asked (`kind_weight`: in prose nearly every sentence holds a number or a name).
 """
 
 from __future__ import annotations
@@ -29,12 +40,19 @@ from typing import Protocol
 
 import numpy as np
 
+from qa.answer import asked_kind, holds_kind
 from qa.text import content_words, split_sentences
 from qa.types import Chunk, Passage
 
 # How much an IDF-weighted share of the question's words adds to a sentence's cosine. Chosen on the ClapNQ
 # calibration ids (see the README's "context" rows), not on the seeds.
 LEXICAL_WEIGHT = 0.5
+# A sentence in the best retrieved chunk gets this much added to its score, one in the last of the `context_chunks`
+# 1/n of it (linear in rank). On the calibration questions 0.6-0.8 tie for the best answer-word recall (0.833;
+# 0.3-0.5: 0.821-0.823, 0.1-0.2: 0.80, 1.0: 0.827 and fewer questions at >= 0.8); 0.7 is the middle of that plateau.
+# A sentence's cosine is typically 0.3-0.7, so a top-ranked chunk's sentence wins unless a lower one matches clearly
+# better.
+RANK_WEIGHT = 0.7
 # At most this many windows: each costs a header, and past a few the model's attention, not the budget, is short.
 MAX_WINDOWS = 6
 # Tokens a window's header ("[2] file.txt p.3") and the blank line before it cost in the prompt.
@@ -135,6 +153,7 @@ class _Sentence:
     text: str
     dense: float | None  # the best dense score of the retrieved chunks it lies in
     keyword: float | None
+    rank: int = 0  # the best retrieval rank of the retrieved chunks it lies in
     score: float = 0.0
 
 
@@ -161,16 +180,28 @@ def select_context(
     window: int = 1,
     lexical_weight: float = LEXICAL_WEIGHT,
     max_windows: int = MAX_WINDOWS,
+    *,
+    rank_weight: float = RANK_WEIGHT,
+    redundancy: float = 0.0,
+    window_share: float = 1.0,
+    kind_weight: float = 0.0,
 ) -> list[Passage]:
     """The windows of text the model reads for `question`, best first, within `budget` estimated tokens.
 
     `passages` are the retrieved chunks, best first (all of them are searched for sentences). Returns the
     passages unchanged when they hold no sentence. The best sentence is always read, whole, even when it alone
     is over the budget (an answer is never cut); a later one that does not fit is read without its neighbours,
-    or skipped."""
+    or skipped. `rank_weight` is the prior for the best-ranked chunk (above); the rest are off by default (they
+    did not win on the calibration questions; eval/context_sweep.py measures them): `redundancy` (an already-read
+    sentence's cosine times this is taken off a sentence like it), `window_share` (a window with neighbours may
+    cost at most this share of the budget, else the sentence is read alone), `kind_weight` (added when the
+    sentence holds a thing of the kind asked, qa.answer.holds_kind)."""
     if not passages:
         return []
     retrieved = {p.chunk.id: p for p in passages}
+    rank = {}
+    for i, p in enumerate(passages):
+        rank.setdefault(p.chunk.id, i)
     runs = _runs([p.chunk for p in passages], chunks_of)
     sentences: list[_Sentence] = []
     by_run: dict[int, list[_Sentence]] = {}
@@ -184,9 +215,10 @@ def select_context(
                 for c in run.chunks
                 if c.id in retrieved and c.start_char - run.start < b and a < c.end_char - run.start
             ]
+            s_rank = min((rank[h.chunk.id] for h in holders), default=len(passages))
             dense = max((h.dense for h in holders if h.dense is not None), default=None)
             keyword = max((h.keyword for h in holders if h.keyword is not None), default=None)
-            s = _Sentence(run, i, a, b, run.text[a:b], dense, keyword)
+            s = _Sentence(run, i, a, b, run.text[a:b], dense, keyword, s_rank)
             listed.append(s)
             if holders:
                 sentences.append(s)
@@ -200,8 +232,19 @@ def select_context(
         cosines = vectors @ query / np.maximum(np.linalg.norm(vectors, axis=1) * np.linalg.norm(query), 1e-9)
     else:
         cosines = np.zeros(len(sentences), dtype=np.float32)
+    kind = asked_kind(question) if kind_weight else None
+    context_text = " ".join(r.text for r in runs) if kind else ""
     for s, cos, lex in zip(sentences, cosines.tolist(), lexical, strict=True):
         s.score = cos + lexical_weight * lex
+        s.score += rank_weight * (1 - s.rank / len(passages))
+        if kind and kind != "thing" and holds_kind(s.text, kind, question, context_text):
+            s.score += kind_weight
+    if embedder is not None and redundancy:
+        unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+        similar = unit @ unit.T
+    else:
+        similar = None
+    position = {id(s): i for i, s in enumerate(sentences)}
 
     # Greedy, best sentence first: its window (the sentence and `window` neighbours each side), merged with a
     # window of the same run it touches, while the estimated tokens of all windows fit the budget.
@@ -226,21 +269,32 @@ def select_context(
         after = sum(cost(run, f, la) for f, la, _ in merged)
         return used - before + after, merged
 
-    for s in sorted(sentences, key=lambda s: s.score, reverse=True):
+    def is_read(x: _Sentence) -> bool:
+        return any(f <= x.index <= la for f, la, _ in chosen.get(id(x.run), []))
+
+    remaining = sorted(sentences, key=lambda s: s.score, reverse=True)
+    while remaining and used < budget:
+        if similar is not None:
+            read = [position[id(x)] for x in sentences if is_read(x)]
+            overlap = similar[:, read].max(axis=1) if read else np.zeros(len(sentences))
+            s = max(remaining, key=lambda x: x.score - redundancy * max(0.0, float(overlap[position[id(x)]])))
+        else:
+            s = remaining[0]
+        remaining.remove(s)
         listed = by_run[id(s.run)]
-        if any(f <= s.index <= la for f, la, _ in chosen.get(id(s.run), [])):
+        if is_read(s):
             continue  # already read as a neighbour
         windows = sum(len(v) for v in chosen.values())
         for reach in (window, 0) if window else (0,):
             first, last = max(0, s.index - reach), min(len(listed) - 1, s.index + reach)
             total, merged = total_after(s.run, first, last, s.score)
             grows = len(merged) > len(chosen.get(id(s.run), []))
+            if reach and window_share < 1 and total - used > window_share * budget:
+                continue  # too long with its neighbours: the sentence alone
             if (total <= budget or not chosen) and not (grows and windows >= max_windows):
                 chosen[id(s.run)] = merged
                 used = total
                 break
-        if used >= budget:
-            break
 
     runs_by_id = {id(r): r for r in runs}
     out: list[Passage] = []

@@ -117,3 +117,25 @@ def test_a_quote_from_a_window_that_spans_two_chunks_is_verbatim_and_cites_both_
 def test_estimate_tokens_counts_words_digits_and_marks(text):
     assert estimate_tokens(text) == (0 if not text.strip() else 4)
     assert estimate_tokens("In 2012, Nuland said so.") > estimate_tokens("In the year, Nuland said so.")
+
+
+def test_a_heading_that_echoes_the_question_does_not_crowd_out_the_best_retrieved_chunk(tmp_path):
+    # Retrieval ranks the minutes first (the whole chunk is about the treaty), but sentence by sentence the other
+    # file's heading repeats the question's words best. The chunk's rank counts too (qa.context.RANK_WEIGHT), so
+    # the budget is spent on the minutes, and the sentence that names who put her name to it is read.
+    minutes = (
+        "Council minutes\n\nThe fishing guilds and the council argued over the harbour treaty for years, and the "
+        "harbour treaty nearly failed twice. Margaret Oduya put her name to it in the spring of 1851.\n"
+    )
+    heading = (
+        "The harbour treaty with the fishing guilds\n\nGulls nested on the roof of the lighthouse all summer. "
+        "The keeper counted two hundred nests by June.\n"
+    )
+    files = {"minutes.txt": minutes, "gulls.txt": heading}
+    assistant, gen = make(tmp_path, files, chunk_size=400, context_tokens=70, context_chunks=4, top_k=2)
+    assert [p.chunk.source for p in assistant.retriever.search(QUESTION, 2)] == ["minutes.txt", "gulls.txt"]
+    answer = assistant.ask(QUESTION) if gen.enqueue("x") else None
+    assert "Margaret Oduya put her name to it" in gen.prompt_text()
+    assert answer.retrieved[0].chunk.source == "minutes.txt"
+    assert "Gulls nested" not in gen.prompt_text(), "the heading's neighbour is not worth the budget"
+    assert sum(estimate_tokens(p.chunk.text) + HEADER_TOKENS for p in answer.retrieved) <= 70
