@@ -1,6 +1,6 @@
 """llama.cpp speed on this CPU: prompt evaluation and generation, tokens/s, one JSON line per run.
 
-    python eval/llama_speed.py --model PATH.gguf [--no-extra-bufts] [--runs 5]
+    python eval/llama_speed.py --model PATH.gguf [--no-extra-bufts] [--flash-attn] [--ubatch N] [--runs 5]
 
 Run it under each llama-cpp-python build to compare them (the README's "Why llama.cpp is built for AVX2"
 compares the Makefile's portable build with a native one, and extra buffer types on and off). It imports only
@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-extra-bufts", action="store_true")
     parser.add_argument("--label", default="")
+    parser.add_argument("--flash-attn", action="store_true", help="llama.cpp's flash attention kernel")
+    parser.add_argument("--ubatch", type=int, default=512, help="n_ubatch: tokens per compute batch")
     args = parser.parse_args()
 
     original = lib.llama_model_default_params
@@ -47,7 +49,16 @@ def main() -> None:
         return params
 
     lib.llama_model_default_params = defaults
-    llm = Llama(model_path=args.model, n_ctx=2048, n_threads=args.threads, n_batch=512, seed=0, verbose=False)
+    llm = Llama(
+        model_path=args.model,
+        n_ctx=2048,
+        n_threads=args.threads,
+        n_batch=512,
+        n_ubatch=args.ubatch,
+        flash_attn=args.flash_attn,
+        seed=0,
+        verbose=False,
+    )
     lib.llama_model_default_params = original
     tokens = llm.tokenize(PROMPT.encode(), add_bos=True)
     prompt_rates, gen_rates = [], []
@@ -71,6 +82,8 @@ def main() -> None:
             {
                 "label": args.label,
                 "extra_bufts": not args.no_extra_bufts,
+                "flash_attn": args.flash_attn,
+                "ubatch": args.ubatch,
                 "prompt_tokens": len(tokens),
                 "prompt_tok_s": [round(r, 1) for r in prompt_rates],
                 "gen_tok_s": [round(r, 1) for r in gen_rates],
