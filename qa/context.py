@@ -6,10 +6,8 @@ in the next one), sometimes across a chunk boundary. So, instead of the `top_k` 
 
 1. take the best `context_chunks` retrieved chunks (more than `top_k`: a wider net, since less of each is read);
 2. split them into sentences and score each against the question: cosine of the question's and the sentence's
-   embeddings (the retrieval model, already loaded), plus IDF-weighted overlap of their words, plus a prior from
-   the retrieval rank of the chunk the sentence lies in (the hybrid ranking of whole chunks is the better
-   judge of where the answer is; one sentence's cosine is noisy, and short title and lead sentences that repeat
-   the question's words win on it);
+   embeddings (the retrieval model, already loaded), plus IDF-weighted overlap of their words (optionally plus a
+   prior from the retrieval rank of the chunk the sentence lies in: off, see RANK_WEIGHT);
 3. take the best sentences with `context_window` neighbouring sentences on each side, reaching into the adjacent
    chunk of the same file (`Store.chunks_of`) when the neighbour lies there; windows of one file that touch are
    merged;
@@ -20,12 +18,10 @@ end lines and page, so citations, verbatim quotes and the UI's "open at that pla
 `context_tokens = 0` turns the stage off: the model reads the `top_k` whole chunks, as before.
 
 Measured without a model by eval/context_sweep.py (eval/results/context-sweep.json), chosen on the 30 answerable
-ClapNQ calibration questions only. The rank prior (RANK_WEIGHT 0.7) against none: calibration answer-word recall
-0.798 -> 0.833, share of questions with recall >= 0.8 0.600 -> 0.667; on 100 other ClapNQ questions 0.776 -> 0.825
-and 0.56 -> 0.66; seeds answer in what is read 0.911 -> 0.929; median draft prompt on the seeds 341 -> 338.5 Qwen
-tokens. Also measured and left off, as they did not win on the calibration set: penalising a sentence like one
-already read (`redundancy`, MMR), capping one window's share of the budget (`window_share`), a bonus for holding a
-thing of the kind asked (`kind_weight`: in prose nearly every sentence holds a number or a name).
+ClapNQ calibration questions only: see RANK_WEIGHT for the rank prior, measured with the model too and left off.
+Also measured and left off, as they did not win on the calibration set: penalising a sentence like one already
+read (`redundancy`, MMR), capping one window's share of the budget (`window_share`), a bonus for holding a thing
+of the kind asked (`kind_weight`: in prose nearly every sentence holds a number or a name).
 """
 
 from __future__ import annotations
@@ -47,12 +43,14 @@ from qa.types import Chunk, Passage
 # How much an IDF-weighted share of the question's words adds to a sentence's cosine. Chosen on the ClapNQ
 # calibration ids (see the README's "context" rows), not on the seeds.
 LEXICAL_WEIGHT = 0.5
-# A sentence in the best retrieved chunk gets this much added to its score, one in the last of the `context_chunks`
-# 1/n of it (linear in rank). On the calibration questions 0.6-0.8 tie for the best answer-word recall (0.833;
-# 0.3-0.5: 0.821-0.823, 0.1-0.2: 0.80, 1.0: 0.827 and fewer questions at >= 0.8); 0.7 is the middle of that plateau.
-# A sentence's cosine is typically 0.3-0.7, so a top-ranked chunk's sentence wins unless a lower one matches clearly
-# better.
-RANK_WEIGHT = 0.7
+# A prior from retrieval rank: a sentence in the best retrieved chunk may get `rank_weight` added to its score, one
+# in the last of the `context_chunks` 1/n of it (linear in rank). Off by default. Without a model
+# (eval/context_sweep.py) 0.7 was the best on the ClapNQ calibration questions (0.6-0.8 tie at answer-word recall
+# 0.833 against 0.798 without it) and raised the recall of what is read on 100 other ClapNQ questions, 0.776 ->
+# 0.825. With the model (README, "Session 7"), it did not make better answers: seeds the same (0.821) once the
+# decline decision was refitted, ClapNQ 20+20 correct / false declines 0.80 / 0.20 -> 0.70 / 0.25, token F1
+# 0.375 -> 0.413. Declining is the target that is missed, so the prior stays off; the sweep can turn it on.
+RANK_WEIGHT = 0.0
 # At most this many windows: each costs a header, and past a few the model's attention, not the budget, is short.
 MAX_WINDOWS = 6
 # Tokens a window's header ("[2] file.txt p.3") and the blank line before it cost in the prompt.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from qa.api import Assistant
-from qa.context import HEADER_TOKENS, estimate_tokens
+from qa.context import HEADER_TOKENS, RANK_WEIGHT, estimate_tokens, select_context
 from qa.documents import load_document
 from tests.conftest import fake_settings
 from tests.fakes import HashEmbedder, ScriptedGenerator
@@ -119,10 +119,11 @@ def test_estimate_tokens_counts_words_digits_and_marks(text):
     assert estimate_tokens("In 2012, Nuland said so.") > estimate_tokens("In the year, Nuland said so.")
 
 
-def test_a_heading_that_echoes_the_question_does_not_crowd_out_the_best_retrieved_chunk(tmp_path):
+def test_with_the_rank_prior_a_heading_that_echoes_the_question_does_not_crowd_out_the_best_chunk(tmp_path):
     # Retrieval ranks the minutes first (the whole chunk is about the treaty), but sentence by sentence the other
-    # file's heading repeats the question's words best. The chunk's rank counts too (qa.context.RANK_WEIGHT), so
-    # the budget is spent on the minutes, and the sentence that names who put her name to it is read.
+    # file's heading repeats the question's words best. Without a prior from the chunk's rank (the default, see
+    # qa.context.RANK_WEIGHT) the heading's window takes the budget; with it, the sentence that names who put her
+    # name to the treaty is read. eval/context_sweep.py measures the prior through this same argument.
     minutes = (
         "Council minutes\n\nThe fishing guilds and the council argued over the harbour treaty for years, and the "
         "harbour treaty nearly failed twice. Margaret Oduya put her name to it in the spring of 1851.\n"
@@ -132,10 +133,18 @@ def test_a_heading_that_echoes_the_question_does_not_crowd_out_the_best_retrieve
         "The keeper counted two hundred nests by June.\n"
     )
     files = {"minutes.txt": minutes, "gulls.txt": heading}
-    assistant, gen = make(tmp_path, files, chunk_size=400, context_tokens=70, context_chunks=4, top_k=2)
-    assert [p.chunk.source for p in assistant.retriever.search(QUESTION, 2)] == ["minutes.txt", "gulls.txt"]
-    answer = assistant.ask(QUESTION) if gen.enqueue("x") else None
-    assert "Margaret Oduya put her name to it" in gen.prompt_text()
-    assert answer.retrieved[0].chunk.source == "minutes.txt"
-    assert "Gulls nested" not in gen.prompt_text(), "the heading's neighbour is not worth the budget"
-    assert sum(estimate_tokens(p.chunk.text) + HEADER_TOKENS for p in answer.retrieved) <= 70
+    assistant, _ = make(tmp_path, files, chunk_size=400, context_tokens=70, context_chunks=4, top_k=2)
+    found = assistant.retriever.search(QUESTION, 4)
+    assert [p.chunk.source for p in found][:2] == ["minutes.txt", "gulls.txt"]
+
+    def read(rank_weight: float) -> str:
+        windows = select_context(
+            QUESTION, found, assistant.store.chunks_of, assistant.embedder, 70, 1, rank_weight=rank_weight
+        )
+        assert sum(estimate_tokens(p.chunk.text) + HEADER_TOKENS for p in windows) <= 70
+        return "\n".join(p.chunk.text for p in windows)
+
+    assert "Gulls nested" in read(RANK_WEIGHT)  # the default: the echoing heading and its neighbour win
+    with_prior = read(0.7)
+    assert "Margaret Oduya put her name to it" in with_prior
+    assert "Gulls nested" not in with_prior, "the heading's neighbour is not worth the budget"
