@@ -14,7 +14,7 @@ gold answers are annotators' sentences: mean `answer_token_recall` and the share
 estimated passage tokens (windows + headers, what `context_tokens` budgets) and the median real draft prompt
 tokens (qa.prompts.build_messages through the Qwen GGUF's chat template and tokenizer, vocab only).
 
-Usage: HF_HUB_OFFLINE=1 flock -s /tmp/qa-cpu.lock .venv/bin/python eval/context_sweep.py [--work DIR] [--quick]
+Usage: HF_HUB_OFFLINE=1 .venv/bin/python eval/context_sweep.py [--work DIR] [--clapnq DIR] [--quick]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from qa.evaluate import (
 from qa.prompts import build_messages
 
 ROOT = Path(__file__).resolve().parent.parent
-CLAPNQ = Path("/work/shared/bench/clapnq")
+CLAPNQ = ROOT.parent / "shared" / "bench" / "clapnq"  # as qa eval-clapnq and eval/fit_decline.py expect it
 REPORT_SAMPLE = 100  # ClapNQ answerable non-calibration questions reported on
 SAMPLE_SEED = 11
 RECALL_BAR = 0.8
@@ -99,10 +99,10 @@ def assistant_for(work: Path, name: str, corpus: Path) -> Assistant:
     return assistant
 
 
-def question_sets(work: Path) -> tuple[dict[str, list], dict[str, Path]]:
+def question_sets(work: Path, clapnq: Path) -> tuple[dict[str, list], dict[str, Path]]:
     """{set name: [(question, answers)]} and the corpus folder of each set."""
     seeds = [(q.question, q.answers) for q in load_questions(ROOT / "eval" / "questions.jsonl") if q.answerable]
-    passages, questions = load_clapnq(CLAPNQ)
+    passages, questions = load_clapnq(clapnq)
     corpus = work / "clapnq-corpus"
     write_beir_corpus({name.removesuffix(".txt"): tp for name, tp in passages.items()}, corpus)
     calibration = clapnq_calibration_ids()
@@ -211,12 +211,13 @@ def evaluate(v: dict, sets: dict, retrieved: dict, assistants: dict, embedder, c
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/qa-context-sweep"))
+    parser.add_argument("--clapnq", type=Path, default=CLAPNQ, help="the ClapNQ folder (clapnq_dev_*.jsonl)")
     parser.add_argument("--quick", action="store_true", help="one knob at a time, no combinations")
     parser.add_argument("--no-real-tokens", action="store_true", help="skip the Qwen tokenizer")
     parser.add_argument("--out", type=Path, default=ROOT / "eval" / "results" / "context-sweep.json")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    sets, corpora = question_sets(args.work)
+    sets, corpora = question_sets(args.work, args.clapnq)
     assistants = {"seeds": assistant_for(args.work, "seeds", corpora["seeds"])}
     assistants["calibration"] = assistants["clapnq-report"] = assistant_for(args.work, "clapnq", corpora["calibration"])
     embedder = CachedEmbedder(assistants["seeds"].embedder)

@@ -741,7 +741,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, settings) -> int:
     args.backends = args.backends or [settings.embed_backend]
-    if not (args.scifact / "corpus.jsonl.gz").exists():
+    if set(args.only) & NEEDS_SCIFACT and not (args.scifact / "corpus.jsonl.gz").exists():
         print(f"error: --scifact {args.scifact}: no corpus.jsonl.gz there", file=sys.stderr)
         return 2
     if set(args.only) & {"ingest", "query", "memory"} and not (ROOT / "seeds").is_dir():
@@ -768,13 +768,39 @@ def run(args: argparse.Namespace, settings) -> int:
             started = time.perf_counter()
             result[name] = SECTIONS[name](settings, args, work, log)
             result[name]["seconds"] = round(time.perf_counter() - started, 1)
+            # each section says where and when it was measured: bench.json may hold sections of earlier runs
+            result[name]["machine"] = result["machine"]
+            result[name]["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     result["plots"] = write_plots(result, args.out)
-    (args.out / "bench.json").write_text(json.dumps(result, indent=2))
     print_tables(result)
-    print(f"\nwrote {args.out / 'bench.json'} and {', '.join(result['plots']) or 'no plots'}")
+    kept = keep_earlier_sections(args.out / "bench.json", result)
+    (args.out / "bench.json").write_text(json.dumps(result, indent=2))
+    also = f" (kept from the earlier run: {', '.join(kept)})" if kept else ""
+    print(f"\nwrote {args.out / 'bench.json'}{also} and {', '.join(result['plots']) or 'no plots'}")
     return 0
 
 
+def keep_earlier_sections(path: Path, result: dict) -> list[str]:
+    """Copy into `result` the sections of an earlier bench.json that this run did not measure, so that
+    `qa bench --only doctypes` does not wipe the ingest figures beside it. Each keeps the machine it was measured
+    on. Returns their names; an unreadable earlier file is replaced, with a note."""
+    try:
+        earlier = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        print(f"note: {path} could not be read ({exc}); it is replaced", file=sys.stderr)
+        return []
+    kept = []
+    for name in SECTIONS:
+        if name not in result and isinstance(earlier.get(name), dict):
+            result[name] = {"machine": earlier.get("machine"), **earlier[name]}
+            kept.append(name)
+    return kept
+
+
+# the sections that read the SciFact benchmark (doctypes makes its own files)
+NEEDS_SCIFACT = {"ingest", "query", "scale", "memory"}
 SECTIONS = {
     "ingest": bench_ingest,
     "query": bench_query,

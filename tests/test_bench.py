@@ -96,3 +96,31 @@ def test_ingest_speed_is_reported_for_every_document_type(tmp_path):
         expected = rows["txt"]["chunks"] / (2 if kind == "scanned pdf" else 1)
         assert 0.7 * expected <= row["chunks"] <= 1.3 * expected, (kind, row["chunks"], expected)
     assert "## doctypes" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_bench_of_one_section_keeps_the_others_and_needs_no_scifact_for_doctypes(tmp_path):
+    """`qa bench --only doctypes` runs without the SciFact benchmark, and the sections an earlier run wrote to
+    bench.json stay there, each with the machine it was measured on."""
+    out = tmp_path / "bench"
+    out.mkdir()
+    earlier = {
+        "machine": {"cpu": "an earlier CPU", "cores": 2},
+        "ingest": {"rows": [{"system": "qa (onnx-int8)", "corpus": "seeds", "mb_per_s": 0.04}], "summary": []},
+    }
+    (out / "bench.json").write_text(json.dumps(earlier))
+    result = run_qa(
+        "bench", "--only", "doctypes", "--types", "txt", "--type-files", "1", "--type-pages", "1", "--runs", "1",
+        "--scifact", str(tmp_path / "no-scifact-here"), "--out", str(out), "--work", str(tmp_path / "work"),
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((out / "bench.json").read_text())
+    assert data["ingest"]["rows"] == earlier["ingest"]["rows"]
+    assert data["ingest"]["machine"]["cpu"] == "an earlier CPU"
+    assert [r["type"] for r in data["doctypes"]["rows"]] == ["txt"]
+    assert data["doctypes"]["machine"] == data["machine"] and data["doctypes"]["measured_at"]
+    assert "kept from the earlier run: ingest" in result.stdout
+    # a section that needs SciFact still says so, naming the folder
+    again = run_qa("bench", "--only", "query", "--scifact", str(tmp_path / "no-scifact-here"), "--out", str(out))
+    assert again.returncode == 2 and "no-scifact-here" in again.stderr and "Traceback" not in again.stderr
