@@ -124,28 +124,25 @@ DEFAULT = {
 }
 
 
+# each knob moved alone from DEFAULT, in this order
+ONE_AT_A_TIME = {
+    "rank_weight": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0),
+    "budget": (240, 260),
+    "window": (0, 2),
+    "lexical_weight": (0.0, 1.0),
+    "chunks": (6, 12),
+    "max_windows": (4, 8),
+    "redundancy": (0.2, 0.4),
+    "window_share": (0.35, 0.5),
+    "kind_weight": (0.05, 0.1, 0.2),
+}
+
+
 def variants(quick: bool) -> list[dict]:
     """Each a dict of changes to DEFAULT: config values (budget, chunks, window) and select_context's knobs."""
     # the default (no retrieval-rank prior, as in session 6), and the prior at its best calibration weight, 0.7
     out: list[dict] = [{}, {"rank_weight": 0.7}]
-    for rank in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0):
-        out.append({"rank_weight": rank})
-    for budget in (240, 260):
-        out.append({"budget": budget})
-    for window in (0, 2):
-        out.append({"window": window})
-    for lex in (0.0, 1.0):
-        out.append({"lexical_weight": lex})
-    for chunks in (6, 12):
-        out.append({"chunks": chunks})
-    for mw in (4, 8):
-        out.append({"max_windows": mw})
-    for red in (0.2, 0.4):
-        out.append({"redundancy": red})
-    for share in (0.35, 0.5):
-        out.append({"window_share": share})
-    for kind in (0.05, 0.1, 0.2):
-        out.append({"kind_weight": kind})
+    out += [{knob: value} for knob, values in ONE_AT_A_TIME.items() for value in values]
     if quick:
         return out
     # the rules together, and with the config values around them
@@ -175,7 +172,7 @@ def evaluate(v: dict, sets: dict, retrieved: dict, assistants: dict, embedder, c
         for question, answers in items:
             found = retrieved[name][question]
             if knobs.get("whole"):
-                windows = found[:4]
+                windows = found[: assistants[name].settings.top_k]
             else:
                 windows = select_context(
                     question,
