@@ -96,7 +96,7 @@ def check_probe(s: Settings, model: Path) -> Check:
 
     cpu = native.current_plan()
     try:
-        native.probe(model, cpu.use_extra_bufts, s.cache_dir, force=True)
+        native.probe(model, cpu.use_extra_bufts, s.cache_dir, force=True, flash_attn=s.llm_flash_attn)
     except GeneratorError as exc:
         return Check("model runs", "fail", str(exc), native.REBUILD_HINT)
     return Check("model runs", "ok", "one token evaluated in a child process")

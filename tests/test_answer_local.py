@@ -48,6 +48,22 @@ def test_a_seed_question_gets_a_correct_cited_answer(seeded):
     assert answer.timings["total"] >= answer.timings["first_token"] > 0
 
 
+def test_flash_attention_gives_the_same_cited_answer(seeded):
+    """`llm_flash_attn` loads the model with llama.cpp's flash-attention kernel (its own instance): the answer
+    and its citation stay, and the judge's P(yes) moves by rounding only."""
+    question = "How many members of the MEK did Albania offer to take in?"
+    fast = Assistant(seeded.settings.replace(llm_flash_attn=True))
+    try:
+        answer, before = fast.ask(question), seeded.ask(question)
+        assert fast.generator is not seeded.generator
+        assert not answer.abstained and "210" in answer.text, answer.raw
+        assert_citations_are_real(answer, seeded.settings.corpus)
+        assert [c.source for c in answer.citations] == [c.source for c in before.citations]
+        assert answer.judge == pytest.approx(before.judge, abs=0.05)
+    finally:
+        fast.store.close()
+
+
 def test_an_off_topic_question_is_declined(seeded):
     answer = seeded.ask("What is the capital of France?")
     assert answer.abstained and answer.text == "The documents don't say." and not answer.citations

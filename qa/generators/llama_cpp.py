@@ -127,8 +127,15 @@ class LlamaCppGenerator:
         if not cpu.ok:
             raise GeneratorError(cpu.problem())
         if isinstance(where, Path):
-            native.probe(where, cpu.use_extra_bufts, settings.cache_dir)
-        common = dict(n_ctx=settings.llm_ctx, n_threads=settings.threads, n_batch=512, seed=0, verbose=False)
+            native.probe(where, cpu.use_extra_bufts, settings.cache_dir, flash_attn=settings.llm_flash_attn)
+        common = dict(
+            n_ctx=settings.llm_ctx,
+            n_threads=settings.threads,
+            n_batch=512,
+            flash_attn=settings.llm_flash_attn,
+            seed=0,
+            verbose=False,
+        )
         try:
             with native.model_params(cpu.use_extra_bufts):
                 if isinstance(where, tuple):
@@ -148,7 +155,7 @@ class LlamaCppGenerator:
     @classmethod
     def shared(cls, settings: Settings) -> LlamaCppGenerator:
         """Load a model once per process (seconds), then reuse it for every question."""
-        key = (settings.llm_model, settings.llm_ctx, settings.threads, str(settings.cache_dir))
+        key = (settings.llm_model, settings.llm_ctx, settings.threads, settings.llm_flash_attn, str(settings.cache_dir))
         with cls._shared_lock:
             if key not in cls._shared:
                 cls._shared[key] = cls(settings)

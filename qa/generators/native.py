@@ -176,14 +176,14 @@ def defaults():
     params.use_extra_bufts = sys.argv[2] == "1"
     return params
 lib.llama_model_default_params = defaults
-llm = Llama(model_path=sys.argv[1], n_ctx=64, n_threads=1, n_batch=8, verbose=False)
+llm = Llama(model_path=sys.argv[1], n_ctx=64, n_threads=1, n_batch=8, flash_attn=sys.argv[3] == "1", verbose=False)
 llm.eval(llm.tokenize(b"The answer is", add_bos=True))
 print("ok")
 """
 
 
-def probe_key(model_path: Path, use_extra_bufts: bool) -> str:
-    """What a probe result depends on: the native library file, the model file, the CPU and the load setting."""
+def probe_key(model_path: Path, use_extra_bufts: bool, flash_attn: bool = False) -> str:
+    """What a probe result depends on: the native library file, the model file, the CPU and the load settings."""
     import llama_cpp
 
     lib = Path(llama_cpp.__file__).parent / "lib"
@@ -192,6 +192,8 @@ def probe_key(model_path: Path, use_extra_bufts: bool) -> str:
     st = model_path.stat()
     parts += [f"{model_path.resolve()}:{st.st_size}:{st.st_mtime_ns}", " ".join(sorted(cpu_flags()))]
     parts.append(f"extra_bufts={use_extra_bufts}")
+    if flash_attn:  # another kernel; keys of probes made without it stay as they were
+        parts.append("flash_attn=True")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
 
 
@@ -214,18 +216,21 @@ def run_probe(command: list[str], timeout: float = 180) -> str | None:
     return f"the local model failed its one-token probe (exit {done.returncode}): {tail}"
 
 
-def probe(model_path: Path, use_extra_bufts: bool, cache_dir: Path, force: bool = False) -> None:
+def probe(
+    model_path: Path, use_extra_bufts: bool, cache_dir: Path, force: bool = False, flash_attn: bool = False
+) -> None:
     """Evaluate one token in a child process, once per library/model/CPU; raise GeneratorError if it dies.
 
     The answer is remembered in cache_dir/probes/, so only the first load on a machine pays for it (a few
     seconds: the model is memory-mapped, and the child reads one token).
     """
-    stamp = Path(cache_dir) / "probes" / f"{probe_key(model_path, use_extra_bufts)}.json"
+    stamp = Path(cache_dir) / "probes" / f"{probe_key(model_path, use_extra_bufts, flash_attn)}.json"
     if not force and stamp.is_file():
         result = json.loads(stamp.read_text())
         if result.get("ok"):
             return
-    problem = run_probe([sys.executable, "-c", _PROBE, str(model_path), "1" if use_extra_bufts else "0"])
+    flags = ["1" if use_extra_bufts else "0", "1" if flash_attn else "0"]
+    problem = run_probe([sys.executable, "-c", _PROBE, str(model_path), *flags])
     with contextlib.suppress(OSError):  # a read-only cache only means the probe runs again next time
         stamp.parent.mkdir(parents=True, exist_ok=True)
         stamp.write_text(json.dumps({"ok": problem is None, "problem": problem, "pid": os.getpid()}))
