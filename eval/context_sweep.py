@@ -72,22 +72,15 @@ class CachedEmbedder:
 
 
 class PromptCounter:
-    """Real draft prompt tokens: the llama generator's own template-and-tokenize code over a vocab-only load."""
+    """Real draft prompt tokens: the llama generator's own template and tokenizer over a vocab-only load."""
 
     def __init__(self, settings):
-        from llama_cpp import Llama
+        from qa.generators.llama_cpp import ChatPrompt
 
-        from qa.generators.llama_cpp import LlamaCppGenerator, resolve_gguf
-
-        where = resolve_gguf(settings.llm_model, settings.cache_dir)
-        gen = LlamaCppGenerator.__new__(LlamaCppGenerator)
-        gen.llm = Llama(model_path=str(where), vocab_only=True, verbose=False)
-        gen._formatter = None
-        gen.name = f"local:{settings.llm_model}"
-        self.gen = gen
+        self.chat = ChatPrompt.of_model(settings)
 
     def __call__(self, question: str, passages) -> int:
-        return len(self.gen._prompt_tokens(build_messages(question, passages)))
+        return len(self.chat.tokens(build_messages(question, passages)))
 
 
 def assistant_for(work: Path, name: str, corpus: Path) -> Assistant:

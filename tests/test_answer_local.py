@@ -64,6 +64,19 @@ def test_flash_attention_gives_the_same_cited_answer(seeded):
         fast.store.close()
 
 
+def test_prompt_tokens_counted_without_the_weights_match_the_answers_usage(seeded):
+    """eval/context_sweep.py counts prompt tokens from a vocab-only load (ChatPrompt.of_model); the count must be
+    what the model read for the answer (`usage.draft.prompt_tokens`)."""
+    from qa.generators.llama_cpp import ChatPrompt
+    from qa.prompts import build_messages
+
+    question = "Who is the U.N. envoy in Iraq?"
+    answer = seeded.ask(question)
+    assert not answer.abstained, answer.raw
+    counted = ChatPrompt.of_model(seeded.settings).tokens(build_messages(question, answer.retrieved))
+    assert len(counted) == answer.usage["draft"]["prompt_tokens"] > 100
+
+
 def test_an_off_topic_question_is_declined(seeded):
     answer = seeded.ask("What is the capital of France?")
     assert answer.abstained and answer.text == "The documents don't say." and not answer.citations

@@ -149,7 +149,7 @@ class LlamaCppGenerator:
         self.n_ctx = settings.llm_ctx
         # One llama.cpp context cannot serve two requests at once; callers queue here.
         self.lock = threading.Lock()
-        self._formatter: Any = None  # llama_cpp's Jinja2ChatFormatter, made on first use
+        self._chat: ChatPrompt | None = None  # the chat template and tokenizer, made on first use
         self.last_usage: dict[str, int] | None = None  # tokens read and written by the last call
 
     @classmethod
@@ -219,23 +219,44 @@ class LlamaCppGenerator:
         return float(yes / (yes + no)) if yes + no > 0 else 0.5
 
     def _prompt_tokens(self, messages: list[Message]) -> list[int]:
-        """The tokens llama.cpp reads for `messages`: the GGUF's chat template applied, then tokenised."""
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        llm = self.llm
-        if self._formatter is None:
-            template = llm.metadata.get("tokenizer.chat_template")
-            if not template:
-                raise GeneratorError(f"{self.name}: the GGUF has no chat template, so it cannot judge")
-            vocab = llm._model
-            self._formatter = Jinja2ChatFormatter(
-                template=template,
-                eos_token=vocab.token_get_text(llm.token_eos()),
-                bos_token=vocab.token_get_text(llm.token_bos()),
-            )
+        if self._chat is None:
+            self._chat = ChatPrompt(self.llm, self.name)
+            llm = self.llm
             self._yes_no = [
                 sorted({llm.tokenize(w.encode(), add_bos=False, special=False)[0] for w in words})
                 for words in (("yes", "Yes", " yes", " Yes"), ("no", "No", " no", " No"))
             ]
-        formatted = self._formatter(messages=messages)
-        return llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)
+        return self._chat.tokens(messages)
+
+
+class ChatPrompt:
+    """The tokens llama.cpp reads for some chat messages: the GGUF's chat template applied, then tokenised.
+    Works on a vocab-only load too (`ChatPrompt.of_model`), to count a prompt's tokens without the weights."""
+
+    def __init__(self, llm: Any, name: str):
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise GeneratorError(f"{name}: the GGUF has no chat template, so it cannot judge")
+        vocab = llm._model
+        self.llm = llm
+        self.formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=vocab.token_get_text(llm.token_eos()),
+            bos_token=vocab.token_get_text(llm.token_bos()),
+        )
+
+    @classmethod
+    def of_model(cls, settings: Settings) -> ChatPrompt:
+        """For `settings.llm_model`, reading only its vocabulary (a second, not the model's load)."""
+        from llama_cpp import Llama
+
+        where = resolve_gguf(settings.llm_model, settings.cache_dir)
+        if not isinstance(where, Path):
+            raise ConfigError(f"llm_model '{settings.llm_model}': counting tokens needs a local GGUF file")
+        return cls(Llama(model_path=str(where), vocab_only=True, verbose=False), f"local:{settings.llm_model}")
+
+    def tokens(self, messages: list[Message]) -> list[int]:
+        formatted = self.formatter(messages=messages)
+        return self.llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)
