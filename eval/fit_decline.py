@@ -105,13 +105,18 @@ def outcomes(rows: list[dict], answers) -> dict:
 
 def choose_threshold(rows: list[dict], score, max_false: float) -> tuple[float, dict]:
     """The threshold on `score(row)` with the most correct declines at most `max_false` false declines (ties:
-    fewer false declines), placed midway between the two neighbouring scores."""
+    fewer false declines), placed midway between the two neighbouring scores. When no threshold gets that low
+    (the gate and the checks alone decline more answerable questions), the one with the fewest false declines:
+    the most correct declines regardless would decline nearly everything."""
     scores = sorted({score(r) for r in rows if r["features"] is not None})
     cuts = [0.0] + [(a + b) / 2 for a, b in zip(scores, scores[1:], strict=False)] + [scores[-1] + 1e-9]
     best = None
     for cut in cuts:
         got = outcomes(rows, lambda r, c=cut: score(r) >= c)
-        key = (got["false_declines"] <= max_false, got["correct_declines"], -got["false_declines"])
+        if got["false_declines"] <= max_false:
+            key = (True, got["correct_declines"], -got["false_declines"])
+        else:
+            key = (False, -got["false_declines"], got["correct_declines"])
         if best is None or key > best[0]:
             best = (key, cut, got)
     return best[1], best[2]
@@ -136,6 +141,8 @@ def fit(rows: list[dict], max_false: float) -> dict:
             "questions": len(rows),
             "judged": len(judged),
             "fitted": got,
+            "max_false_declines": max_false,
+            "max_false_reachable": got["false_declines"] <= max_false,
             "judge_alone_at_default": before,
             "judge_alone_refitted": {"threshold": round(judge_t, 4), **judge_got},
             "auroc_judge": round(decide.auroc(pos(lambda r: r["p_yes"]), neg(lambda r: r["p_yes"])), 4),
@@ -318,6 +325,14 @@ def main(argv: list[str] | None = None) -> None:
         if args.features:
             args.features.write_text(json.dumps({"model": name, "settings": meta, "rows": rows}, indent=1) + "\n")
     fitted = fit(rows, args.max_false_declines)
+    if not fitted["calibration"]["max_false_reachable"]:
+        got = fitted["calibration"]["fitted"]
+        print(
+            f"no threshold keeps false declines at or under {args.max_false_declines:g} on these questions (the gate "
+            f"and the checks alone decline more answerable ones): chose the fewest, {got['false_declines']:g}, "
+            f"with {got['correct_declines']:g} correct declines",
+            file=sys.stderr,
+        )
     entry = {
         "model": name,
         "sha256": sha,

@@ -188,6 +188,51 @@ def test_the_decision_on_made_up_signals_declines_below_its_fitted_point_and_ans
     assert not decision.answers(doubtful_but_covered)
 
 
+def _fit_decline_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "eval" / "fit_decline.py"
+    spec = importlib.util.spec_from_file_location("fit_decline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _row(answerable: bool, p_yes: float, overlap: float, checks_declined: bool = False) -> dict:
+    from qa.decide import judge_logit
+
+    features = {"judge_logit": judge_logit(p_yes), "best_dense": 0.6, "overlap": overlap}
+    return {
+        "answerable": answerable,
+        "gate_passed": True,
+        "p_yes": p_yes,
+        "features": features,
+        "downstream_declined": checks_declined,
+        "declined_by": "checks" if checks_declined else None,
+    }
+
+
+def test_fitting_the_decline_decision_keeps_the_false_decline_bound_and_never_declines_everything_when_it_cannot():
+    """eval/fit_decline.py chooses the most correct declines within --max-false-declines; when the checks alone
+    decline more answerable questions than that, it must not fall back to declining almost everything."""
+    fit_decline = _fit_decline_script()
+    answerable = [_row(True, 0.55 + 0.04 * i, 0.5 + 0.04 * i) for i in range(10)]
+    unanswerable = [_row(False, 0.2 + 0.04 * i, 0.1 + 0.04 * i) for i in range(10)]
+    entry = fit_decline.fit(answerable + unanswerable, max_false=0.15)
+    assert entry["calibration"]["max_false_reachable"]
+    assert entry["calibration"]["fitted"] == {"correct_declines": 1.0, "false_declines": 0.0}
+
+    # the checks decline 3 of 10 answerable questions whatever the judge says: 0.15 is out of reach
+    checked = [_row(True, 0.55 + 0.04 * i, 0.5 + 0.04 * i, checks_declined=i < 3) for i in range(10)]
+    overlapping = [_row(False, 0.5 + 0.04 * i, 0.45 + 0.04 * i) for i in range(10)]
+    entry = fit_decline.fit(checked + overlapping, max_false=0.15)
+    got = entry["calibration"]["fitted"]
+    assert not entry["calibration"]["max_false_reachable"]
+    assert got["false_declines"] == 0.3, "the fewest false declines the checks allow"
+    assert got["correct_declines"] > 0
+
+
 def test_the_overlap_weighs_a_question_word_by_how_rare_it_is_in_the_index(index):
     from qa.decide import overlap
 
