@@ -83,9 +83,11 @@ class PromptCounter:
         return len(self.chat.tokens(build_messages(question, passages)))
 
 
-def assistant_for(work: Path, name: str, corpus: Path) -> Assistant:
+def assistant_for(work: Path, name: str, corpus: Path, embedder=None) -> Assistant:
+    """An Assistant over `corpus` with its index in `work` (incremental: a rerun skips the ingest); `embedder`
+    shares one loaded model between several indexes."""
     settings = load_settings({"corpus": str(corpus), "vectorstore": str(work / f"{name}-index")}, env={})
-    assistant = Assistant(settings)
+    assistant = Assistant(settings, embedder=embedder)
     t = time.perf_counter()
     report = assistant.ingest(corpus)
     print(f"{name}: {report.summary()} ({time.perf_counter() - t:.0f} s)", file=sys.stderr, flush=True)
@@ -98,13 +100,23 @@ def question_sets(work: Path, clapnq: Path) -> tuple[dict[str, list], dict[str, 
     passages, questions = load_clapnq(clapnq)
     corpus = work / "clapnq-corpus"
     write_beir_corpus({name.removesuffix(".txt"): tp for name, tp in passages.items()}, corpus)
+    chosen, report = clapnq_split(questions)
+    sets = {
+        "calibration": [(q.question, q.answers) for q in chosen],
+        "seeds": seeds,
+        "clapnq-report": [(q.question, q.answers) for q in report],
+    }
+    return sets, {"calibration": corpus, "seeds": ROOT / "seeds", "clapnq-report": corpus}
+
+
+def clapnq_split(questions: list) -> tuple[list, list]:
+    """The answerable ClapNQ questions a sweep chooses on (the calibration ids) and the seeded sample of
+    REPORT_SAMPLE others it only reports on; eval/fusion_sweep.py uses the same two sets."""
     calibration = clapnq_calibration_ids()
     answerable = [q for q in questions if q.answerable]
-    chosen = [(q.question, q.answers) for q in answerable if q.id.removeprefix("clapnq-") in calibration]
+    chosen = [q for q in answerable if q.id.removeprefix("clapnq-") in calibration]
     rest = [q for q in answerable if q.id.removeprefix("clapnq-") not in calibration]
-    report = [(q.question, q.answers) for q in random.Random(SAMPLE_SEED).sample(rest, REPORT_SAMPLE)]
-    sets = {"calibration": chosen, "seeds": seeds, "clapnq-report": report}
-    return sets, {"calibration": corpus, "seeds": ROOT / "seeds", "clapnq-report": corpus}
+    return chosen, random.Random(SAMPLE_SEED).sample(rest, REPORT_SAMPLE)
 
 
 DEFAULT = {

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
@@ -43,14 +42,14 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from context_sweep import assistant_for, clapnq_split  # eval/ is on sys.path when a script in it runs
 
 from qa.api import Assistant
+from qa.bench import machine
 from qa.chunking import Chunk
-from qa.config import load_settings
 from qa.evaluate import (
     _ndcg10,
     answer_token_recall,
-    clapnq_calibration_ids,
     contains_answer,
     load_beir,
     load_clapnq,
@@ -65,7 +64,6 @@ BENCH = ROOT.parent / "shared" / "bench"
 SCIFACT_DEPTH = 100  # per list, for SciFact (beir_scores ranks documents from a deep list)
 TOP = (4, 8)  # top_k (whole chunks) and context_chunks (what the context stage reads)
 SPLIT_SEED = 29  # SciFact halves A and B
-REPORT_SAMPLE, SAMPLE_SEED = 100, 11  # as eval/context_sweep.py: the same ClapNQ report questions
 CHECKED = 5  # questions per set on which the in-memory rrf60 is asserted to equal Retriever.search
 BOOTSTRAP = 2000
 CURRENT = "rrf60"
@@ -121,15 +119,6 @@ def ranked_chunks(c: Candidates) -> dict[str, list[Chunk]]:
 
 
 # ---- retrieval, once per question ------------------------------------------------------------------------
-
-
-def assistant_for(work: Path, name: str, corpus: Path, embedder=None) -> Assistant:
-    settings = load_settings({"corpus": str(corpus), "vectorstore": str(work / f"{name}-index")}, env={})
-    assistant = Assistant(settings, embedder=embedder)
-    started = time.perf_counter()
-    report = assistant.ingest(corpus)
-    log(f"{name}: {report.summary()} ({time.perf_counter() - started:.0f} s)")
-    return assistant
 
 
 def candidates(assistant: Assistant, questions: list[str], depth: int) -> dict[str, Candidates]:
@@ -199,11 +188,7 @@ def clapnq(work: Path, folder: Path, embedder) -> dict[str, dict]:
     corpus = work / "clapnq-corpus"
     write_beir_corpus({name.removesuffix(".txt"): tp for name, tp in passages.items()}, corpus)
     assistant = assistant_for(work, "clapnq", corpus, embedder)
-    calibration = clapnq_calibration_ids()
-    answerable = [q for q in questions if q.answerable]
-    chosen = [q for q in answerable if q.id.removeprefix("clapnq-") in calibration]
-    rest = [q for q in answerable if q.id.removeprefix("clapnq-") not in calibration]
-    report = random.Random(SAMPLE_SEED).sample(rest, REPORT_SAMPLE)
+    chosen, report = clapnq_split(questions)
     out = {}
     for set_name, items in (("clapnq-calibration", chosen), ("clapnq-report", report)):
         found = candidates(assistant, [q.question for q in items], assistant.settings.candidates)
@@ -274,13 +259,6 @@ def choose_clapnq(rows: dict) -> str:
     return max(rows, key=lambda n: (rows[n]["recall@8"], rows[n]["hit@8"]))
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -334,7 +312,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count()},
+        "machine": machine(),
         "run_seconds": round(elapsed),
         "depth": {"scifact": SCIFACT_DEPTH, "other": "settings.candidates (30)"},
         "choice": {"scifact_2fold": sci_choice, "clapnq_calibration": cal_choice},
