@@ -744,7 +744,7 @@ def run(args: argparse.Namespace, settings) -> int:
     if set(args.only) & NEEDS_SCIFACT and not (args.scifact / "corpus.jsonl.gz").exists():
         print(f"error: --scifact {args.scifact}: no corpus.jsonl.gz there", file=sys.stderr)
         return 2
-    if set(args.only) & {"ingest", "query", "memory"} and not (ROOT / "seeds").is_dir():
+    if set(args.only) & NEEDS_SEEDS and not (ROOT / "seeds").is_dir():
         raise QAError(f"qa bench measures the seeds of a source checkout: {ROOT / 'seeds'} is not there")
     check_extras(args.only)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -799,8 +799,10 @@ def keep_earlier_sections(path: Path, result: dict) -> list[str]:
     return kept
 
 
-# the sections that read the SciFact benchmark (doctypes makes its own files)
+# the sections that read the SciFact benchmark, and those that also read the checkout's seeds (doctypes makes its
+# own files)
 NEEDS_SCIFACT = {"ingest", "query", "scale", "memory"}
+NEEDS_SEEDS = {"ingest", "query", "memory"}
 SECTIONS = {
     "ingest": bench_ingest,
     "query": bench_query,
