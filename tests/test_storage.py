@@ -19,7 +19,7 @@ import pytest
 
 from qa.api import Assistant
 from qa.cli import main
-from qa.errors import ConfigError, CorpusError, IndexMismatchError, StorageError
+from qa.errors import ConfigError, CorpusError, IndexBusyError, IndexMismatchError, StorageError
 from qa.store import Store, _forget_embedded_chroma
 from tests.conftest import run_qa
 from tests.test_chroma_server import chroma_server  # noqa: F401 (fixture)
@@ -193,6 +193,56 @@ def test_a_rebuild_swaps_in_the_complete_new_index(settings, seed_corpus):
     rechunked.store.close()
     code, on_disk, _ = status_of(settings, "--chunk-size", "400")
     assert code == 0 and on_disk["chunks"] == on_disk["vectors"] == report.chunks
+
+
+@pytest.mark.model
+def test_what_a_killed_rebuild_left_is_removed_by_the_next_ingest(settings, seed_corpus):
+    """A rebuild killed while building leaves `<index>.rebuild` (half an index), killed after its swap the old
+    index as `<index>.rebuild-old-<pid>`: each a copy of the index on disk. Before, they stayed until the next
+    rebuild; an ordinary ingest, which holds the same lock, now removes them and keeps what is indexed."""
+    before = ingest_seeds(settings)
+    index = settings.vectorstore
+    half_built = index.with_name("index.rebuild")
+    old = index.with_name("index.rebuild-old-4242")
+    shutil.copytree(index, half_built)
+    shutil.copytree(index, old)
+    unrelated = index.with_name("index.rebuild-notes")  # not a name a rebuild writes: kept
+    unrelated.mkdir()
+
+    result = run_qa("ingest", str(seed_corpus), "--vectorstore", str(index))
+    assert result.returncode == 0, result.stderr
+    assert "5 unchanged" in result.stdout, result.stdout
+    assert not half_built.exists() and not old.exists() and unrelated.exists()
+    code, status, _ = status_of(settings)
+    assert code == 0 and status["files"] == 5 and status["chunks"] == status["vectors"] == before["chunks"]
+
+
+@pytest.mark.model
+def test_no_writer_gets_in_between_a_rebuilds_swap_and_its_cleanup(settings, seed_corpus, monkeypatch):
+    """Once the folders are swapped, `<index>/write.lock` is the new folder's. Before, nobody held it, so a
+    writer waiting for the index (a second rebuild) got in while the first rebuild was still to delete the old
+    index under the name `<index>.rebuild`, the very folder the second one builds in."""
+    import qa.store as store
+
+    ingest_seeds(settings)
+    real_exchange = store._exchange
+    seen = []
+
+    def exchange_then_try_the_lock(a, b):
+        real_exchange(a, b)
+        try:
+            with store.folder_lock(b, 0):
+                seen.append("a second writer got the lock")
+        except IndexBusyError:
+            seen.append("busy")
+
+    monkeypatch.setattr(store, "_exchange", exchange_then_try_the_lock)
+    assistant = Assistant(settings)
+    report = assistant.ingest(rebuild=True)
+    assert seen == ["busy"]
+    assert len(report.added) == 5 and assistant.retriever.search(ENVOY, 1)
+    assert not list(settings.vectorstore.parent.glob("index.rebuild*"))
+    assistant.store.close()
 
 
 @pytest.mark.model

@@ -271,6 +271,7 @@ class Store:
                 "QA_VECTORSTORE at the copy); `qa ask` and `qa status` work on it as it is"
             )
         with folder_lock(self.folder, self.lock_wait):
+            remove_leftovers(self.folder)
             try:
                 if self.lease is None:
                     yield
@@ -507,6 +508,27 @@ def _exchange(a: Path, b: Path) -> None:
     os.rename(old, a)
 
 
+def leftovers(folder: Path) -> list[Path]:
+    """What killed rebuilds left beside an index folder: a half-built `<folder>.rebuild`, or the replaced index
+    moved to `<folder>.rebuild-old-<pid>` and not yet deleted. Both are garbage whenever the folder's write lock
+    is held: a rebuild holds it from before it creates the first until after it has made the second."""
+    folder = Path(folder).resolve()
+    name = f"{folder.name}.rebuild"
+    try:
+        return sorted(folder.parent / e for e in os.listdir(folder.parent) if e == name or e.startswith(f"{name}-old-"))
+    except OSError:
+        return []
+
+
+def remove_leftovers(folder: Path) -> None:
+    """Delete `leftovers(folder)`; call it holding the folder's write lock. A full index copy each, so they are
+    not left to the next rebuild."""
+    for path in leftovers(folder):
+        log.info("removing %s, left by a rebuild that was stopped", path)
+        _forget_embedded_chroma(path / "chroma")
+        shutil.rmtree(path, ignore_errors=True)
+
+
 T = TypeVar("T")
 
 
@@ -524,7 +546,7 @@ def rebuild(
     `<collection>-rebuild`) while the old one is locked against writers and still answers questions. Only when
     `fill` has returned is it swapped in: the two folders are exchanged in one step and the server's collections
     renamed. An error or a kill before that leaves the old index as it was (the half-built one is removed by the
-    next rebuild). Needs room for both indexes while it runs.
+    next write to the index: `remove_leftovers`). Needs room for both indexes while it runs.
 
     `open_store(folder, collection, verify)` opens a Store. When nothing can be built beside the folder (it is a
     mount point, or its parent is not writable) the old index is cleared in place instead: the caller must have
@@ -558,7 +580,7 @@ def rebuild(
     aside = target.with_name(f"{target.name}.rebuild")
     temp = f"{collection}-rebuild" if chroma_url else collection
     with folder_lock(target, lock_wait):
-        shutil.rmtree(aside, ignore_errors=True)  # what a rebuild killed earlier left
+        remove_leftovers(target)
         try:
             new = open_store(aside, temp, False)
         except BaseException:
@@ -583,7 +605,16 @@ def rebuild(
                 new.vectors.call(lambda: _swap_collections(new.vectors, collection, temp))
                 renamed = True
             new.close()
-            _exchange(aside, target)
+            # The new folder's lock is taken before the swap: once swapped, `target/write.lock` is that file, and a
+            # writer waiting for the folder would otherwise get in before the old index has left the name `aside`
+            # (a second rebuild would then build in a folder this one is about to delete).
+            with folder_lock(aside):
+                _exchange(aside, target)
+                old_index = aside.with_name(f"{aside.name}-old-{os.getpid()}")
+                try:
+                    os.rename(aside, old_index)
+                except OSError:  # the swap is done, and must not be undone by the handler below
+                    old_index = aside
             if lease is not None:
                 lease.release()
         except BaseException as exc:
@@ -607,7 +638,7 @@ def rebuild(
             if isinstance(exc, StorageError):
                 raise StorageError(f"{exc} (the old index in {folder} is kept as it was)") from None
             raise
-    # `aside` now holds the old index.
+    # `old_index` now holds the old index; a kill before it is deleted leaves it to the next writer.
     if chroma_url:
         try:
             for name in [f"{n}-old" for n in _server_collections(collection)] + [f"{temp}-lease"]:
@@ -617,7 +648,7 @@ def rebuild(
             log.warning("the old index's collection %s-old is left on the Chroma server: %s", collection, exc)
     else:
         _forget_embedded_chroma(target / "chroma", aside / "chroma")
-    shutil.rmtree(aside, ignore_errors=True)
+    shutil.rmtree(old_index, ignore_errors=True)
     return result
 
 
