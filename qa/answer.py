@@ -92,8 +92,11 @@ def _skeleton(word: str) -> str:
 
 # ---- attribution (issue 14.1) -----------------------------------------------------------------------------
 
-# "[1]", "[1, 2]", "[1], [3], and [4]": one or more markers joined by commas / "and".
-_MARKERS = r"\[\d+(?:\s*[,;]\s*\d+)*\](?:\s*(?:,\s*and|,|;|and|&)?\s*\[\d+(?:\s*[,;]\s*\d+)*\])*"
+# "[1]", "[1, 2]", "[1], [3], and [4]": one or more markers joined by commas / "and". The joint is spaces
+# around a separator, or spaces alone; not `\s*(sep)?\s*`, where a space could go to either `\s*` and a failed
+# match over a run of markers ("[1] [2] [3] [1] ..." from a looping model) tried 2^n splits: a hang, not a check.
+_MARKER = r"\[\d+(?:\s*[,;]\s*\d+)*\]"
+_MARKERS = rf"{_MARKER}(?:(?:\s*(?:,\s*and|,|;|and|&)\s*|\s*){_MARKER})*"
 # A reference to the sources themselves, not to anything they report: "[2]", "source [2]", "the article",
 # "the provided context", "passages 1 and 3".
 _SOURCE_REF = (
@@ -101,6 +104,9 @@ _SOURCE_REF = (
     r"(?:source|document|passage|text|article|context|excerpt|snippet|reference)s?"
     rf"(?:\s*(?:{_MARKERS}|\d+(?:\s*(?:,|and)\s*\d+)*))?|{_MARKERS})"
 )
+# Spaces and an optional comma before a phrase, matched only from the start of a run of spaces: a search from
+# every position inside a long run (a model's padding) was quadratic. Same matches, as a run's start comes first.
+_LEAD = r"(?<!\s)\s*,?\s*"
 _ATTRIBUTING = (
     r"(?:according to|as (?:stated|reported|described|mentioned|noted|indicated|shown|explained|said|seen|written)"
     r" (?:in|by))"
@@ -115,7 +121,7 @@ _SOURCE_ATTRIBUTION = [
     re.compile(rf"^(?:{_ATTRIBUTING}|in|from|per|based on)\s+{_SOURCE_REF}\s*[,:]\s*", _I),
     re.compile(rf"^{_SOURCE_REF}\s+(?:also\s+)?{_SAYING}(?:\s+that)?\s*[,:]?\s*", _I),
     re.compile(rf"^it is {_SAYING} (?:in|by) {_SOURCE_REF}\s*,?\s*(?:that\s+)?", _I),
-    re.compile(rf"\s*,?\s*\(?{_ATTRIBUTING}\s+{_SOURCE_REF}\)?", _I),
+    re.compile(rf"{_LEAD}\(?{_ATTRIBUTING}\s+{_SOURCE_REF}\)?", _I),
     re.compile(rf"\s+(?:in|from|by)\s+(?:the\s+)?(?:source|document|passage|text|article)s?\s*(?={_MARKERS})", _I),
 ]
 # A sentence that only points at a source ("This is supported by source [1].") carries no claim.
@@ -133,7 +139,7 @@ _NAMED_ATTRIBUTION = [
     re.compile(rf"\s*,\s*{_ATTRIBUTING}\s+(?P<who>[^,;:.]{{1,60}}?)(?=\s*(?:{_MARKERS})?\s*[.!?]?\s*$)", _I),
 ]
 # Left over when a model's attribution lost its object: "as stated in ,, and", "according to ,".
-_DANGLING = re.compile(rf"\s*,?\s*{_ATTRIBUTING}\s*(?=[,.;:!?]|$)|(?:\s*,)+\s*(?:and\s*)?(?=[.!?]|$)", _I)
+_DANGLING = re.compile(rf"{_LEAD}{_ATTRIBUTING}\s*(?=[,.;:!?]|$)|(?<!\s)(?:\s*,)+\s*(?:and\s*)?(?=[.!?]|$)", _I)
 
 
 def _attributed(sentence: str) -> tuple[str, str, set[str]]:
