@@ -106,7 +106,7 @@ _SOURCE_REF = (
 )
 # Spaces and an optional comma before a phrase, matched only from the start of a run of spaces: a search from
 # every position inside a long run (a model's padding) was quadratic. Same matches, as a run's start comes first.
-_LEAD = r"(?<!\s)\s*,?\s*"
+_LEAD = r"(?<!\s)\s*(?:,\s*)?"
 _ATTRIBUTING = (
     r"(?:according to|as (?:stated|reported|described|mentioned|noted|indicated|shown|explained|said|seen|written)"
     r" (?:in|by))"
@@ -122,7 +122,9 @@ _SOURCE_ATTRIBUTION = [
     re.compile(rf"^{_SOURCE_REF}\s+(?:also\s+)?{_SAYING}(?:\s+that)?\s*[,:]?\s*", _I),
     re.compile(rf"^it is {_SAYING} (?:in|by) {_SOURCE_REF}\s*,?\s*(?:that\s+)?", _I),
     re.compile(rf"{_LEAD}\(?{_ATTRIBUTING}\s+{_SOURCE_REF}\)?", _I),
-    re.compile(rf"\s+(?:in|from|by)\s+(?:the\s+)?(?:source|document|passage|text|article)s?\s*(?={_MARKERS})", _I),
+    re.compile(
+        rf"(?<!\s)\s+(?:in|from|by)\s+(?:the\s+)?(?:source|document|passage|text|article)s?\s*(?={_MARKERS})", _I
+    ),
 ]
 # A sentence that only points at a source ("This is supported by source [1].") carries no claim.
 _POINTER = re.compile(
@@ -136,10 +138,12 @@ _POINTER = re.compile(
 _NAMED_ATTRIBUTION = [
     re.compile(rf"^{_ATTRIBUTING}\s+(?P<who>[^,;:]{{1,60}}?)\s*,\s*", _I),
     re.compile(r"^(?P<who>(?:[A-Z][\w.'’&-]*\s+){1,4}?)(?:reports?|reported|writes?|wrote)\s+that\s+"),
-    re.compile(rf"\s*,\s*{_ATTRIBUTING}\s+(?P<who>[^,;:.]{{1,60}}?)(?=\s*(?:{_MARKERS})?\s*[.!?]?\s*$)", _I),
+    # possessive `\s*+`: three adjacent runs of spaces made a reply with a long one take cubic time
+    re.compile(rf"(?<!\s)\s*,\s*{_ATTRIBUTING}\s+(?P<who>[^,;:.]{{1,60}}?)(?=\s*+(?:{_MARKERS})?\s*+[.!?]?\s*+$)", _I),
 ]
 # Left over when a model's attribution lost its object: "as stated in ,, and", "according to ,".
-_DANGLING = re.compile(rf"{_LEAD}{_ATTRIBUTING}\s*(?=[,.;:!?]|$)|(?<!\s)(?:\s*,)+\s*(?:and\s*)?(?=[.!?]|$)", _I)
+# `_tidy` collapses runs of white space first, so its `\s*` are short; a comma run is tried from its first comma only.
+_DANGLING = re.compile(rf"\s*,?\s*{_ATTRIBUTING}\s*(?=[,.;:!?]|$)|(?<!,)(?:\s*,)++\s*(?:and\s*)?(?=[.!?]|$)", _I)
 
 
 def _attributed(sentence: str) -> tuple[str, str, set[str]]:
@@ -559,9 +563,12 @@ def check_answer(question: str, raw: str, passages: list[Passage]) -> Answer:
 
 def _tidy(text: str) -> str:
     """Mend the punctuation that removing markers leaves behind ("Nuland, ." -> "Nuland.")."""
-    text = _DANGLING.sub("", text.strip())  # "as stated in ,, and" once its markers are gone
+    # Runs of white space become one space first, as they do last: the same result, and no pattern below spends
+    # time proportional to the square of a run a looping model wrote.
+    text = re.sub(r"\s{2,}", " ", text.strip())
+    text = _DANGLING.sub("", text)  # "as stated in ,, and" once its markers are gone
     text = re.sub(r"\s+([,.;:!?])", r"\1", text)
-    text = re.sub(r"[,;:]+([.!?])", r"\1", text)
+    text = re.sub(r"(?<![,;:])[,;:]+([.!?])", r"\1", text)  # from a run's first mark only: linear, same result
     return re.sub(r"\s{2,}", " ", text)
 
 

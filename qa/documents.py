@@ -85,7 +85,8 @@ def is_picture_furniture(line: str) -> bool:
     """Is this (stripped) line a caption, credit or alt text rather than article text? See the forms above."""
     if not line:
         return False
-    if _CREDIT_IN_BRACKETS.search(line) or _PICTURE_LABEL.match(line) or _ALT_TEXT.match(line):
+    # every credit ends in ")": searching no further than the last one keeps a long line without it linear
+    if _CREDIT_IN_BRACKETS.search(line, 0, line.rfind(")") + 1) or _PICTURE_LABEL.match(line) or _ALT_TEXT.match(line):
         return True
     short = len(line.split()) <= CAPTION_MAX_WORDS and not line.startswith("#")
     return short and bool(_PICTURE_END.search(line)) and not _VERB_LIKE.search(line) and line[-1:] not in ".!?:"
@@ -253,15 +254,22 @@ def html_blocks(raw: str, source: str) -> tuple[str, list[tuple[int, str]]]:
         root = soup.find("article") or soup.find("main") or soup.body or soup
         blocks: list[tuple[int, list[str]]] = []  # (source line, pieces)
         current = None
+        block_of: dict[int, object] = {}  # element -> its nearest block ancestor (or None)
         for node in root.descendants:
             if not isinstance(node, NavigableString) or isinstance(node, Comment | Doctype | ProcessingInstruction):
                 continue
             piece = re.sub(r"\s+", " ", str(node))
             if not piece.strip():
                 continue
-            block = node.parent
-            while block is not None and block.name not in _BLOCK_TAGS:
+            # Walked up once per element, not once per text node: deep nesting (`<b>a<b>a...`) was quadratic.
+            path, block = [], node.parent
+            while block is not None and block.name not in _BLOCK_TAGS and id(block) not in block_of:
+                path.append(block)
                 block = block.parent
+            if block is not None and id(block) in block_of:
+                block = block_of[id(block)]
+            for tag in path:
+                block_of[id(tag)] = block
             if block is not current or not blocks:
                 current = block
                 blocks.append((getattr(block, "sourceline", None) or 1, []))
@@ -418,7 +426,7 @@ def _column_order(segments, width: float) -> list[str] | None:
     return out
 
 
-_PAGE_NUMBER = re.compile(r"^(page\s*)?[-–—]?\s*\d{1,4}\s*[-–—]?(\s*(of|/)\s*\d{1,4})?$", re.IGNORECASE)
+_PAGE_NUMBER = re.compile(r"^(page\s*+)?[-–—]?\s*+\d{1,4}\s*+[-–—]?(\s*+(of|/)\s*+\d{1,4})?$", re.IGNORECASE)
 
 
 def _edge_lines(lines: list[str], depth: int = 2) -> list[int]:
@@ -464,7 +472,7 @@ def _blank_references(page_lines: list[list[str]]) -> None:
 def _rejoin_hyphenated(lines: list[str]) -> None:
     """'infor-' at a line end + 'mation is' on the next line -> 'information' / 'is'. Line counts stay."""
     for i in range(len(lines) - 1):
-        match = re.search(r"(\w*[^\W\d_])[-\u00ad]$", lines[i])
+        match = re.search(r"(?<!\w)(\w*[^\W\d_])[-\u00ad]$", lines[i])  # from a word's start: linear
         nxt = lines[i + 1].lstrip()
         if not match or not nxt or not nxt[0].islower():
             continue

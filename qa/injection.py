@@ -58,7 +58,8 @@ _INSTRUCTIONS = (
 )
 _LABEL_SUFFIX = r"(?:\s+(?:message|prompt|note|turn|override|instructions?))?"
 _LABEL = re.compile(
-    r"(?:^|(?<=[.!?])[ \t]+)(?P<label>"
+    # possessive: the label's own leading `[ \t...]*` could take any share of the run, quadratic on long runs
+    r"(?:^|(?<=[.!?])[ \t]++)(?P<label>"
     # "SYSTEM:", "> User :", "**Assistant:**", "Instruction:", "System prompt:", "New instructions:"
     r"[ \t>*_\-–—•|\"'“‘«(]*"
     rf"(?:(?:{_ROLE}){_LABEL_SUFFIX}|{_INSTRUCTION}|(?:system|new|nouvelles?|neue|nuevas?|nuove)\s+(?:"

@@ -96,7 +96,8 @@ ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof rep sen gen col lt sgt gov st jr sr inc co corp ltd vs etc jan feb mar apr jun jul aug "
     "sep sept oct nov dec calif mo tex fla ariz mass wash ill pa ny dc".split()
 )
-_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s|$)|\n+")
+_END = re.compile(r"(?<![.!?])[.!?]+[\"'”’)\]]*(?=\s|$)|\n+")  # from a run's first mark only: linear
+_TAIL_WORD = re.compile(r"[^\W\d_][\w.]*")
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:
@@ -105,13 +106,18 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     for m in _END.finditer(text):
         end = m.end()
         if m.group().startswith((".", "!", "?")) and m.group()[0] == ".":
-            word = re.search(r"([^\W\d_][\w.]*)$", text[start : m.start()])
-            token = word.group(1).lower() if word else ""
+            # the word before the period: walk back over [\w.] (a search of the text since the last sentence
+            # was quadratic in a long word, or after many skipped abbreviations)
+            j = m.start()
+            while j > start and (text[j - 1].isalnum() or text[j - 1] in "._"):
+                j -= 1
+            word = _TAIL_WORD.search(text, j, m.start())
+            token = word.group().lower() if word else ""
             if token and (token.rstrip(".") in ABBREVIATIONS or len(token.rstrip(".")) == 1 or "." in token):
                 continue  # "U.S." / "Rep." / "J." is not the end of a sentence
-        tail = _MARKERS_RUN.match(text[end:])
+        tail = _MARKERS_RUN.match(text, end)
         if tail:  # pull trailing citation markers (". [1][2]") into the sentence they follow
-            end += tail.end()
+            end = tail.end()
         if text[start:end].strip():
             spans.append((start, end))
         start = end

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from qa.answer import DECLINE_TEXT, build_messages, check_answer, evidence, instruction_spans, neutralise, support
 from qa.chunking import Chunk, chunk_document
 from qa.documents import load_document
 from qa.retrieve import Passage
-from tests.conftest import ROOT, SEEDS
+from tests.conftest import SEEDS
 
 
 def passage(name: str, needle: str) -> Passage:
@@ -133,22 +130,6 @@ def test_no_shown_answer_keeps_a_dangling_attribution_or_a_sentence_that_only_po
     assert answer.text == "The library lends 40,000 books a year [1]. It was opened in 1954 by the town council [2]."
     for dangling in ("according to", "as stated", ",,", "source"):
         assert dangling not in answer.text.lower()
-
-
-def test_a_reply_that_loops_on_markers_is_checked_at_once_not_forever():
-    """The 0.5B model looped on "[1] [2] [3] [1] ..." (341 characters) for a ClapNQ question, and the check for
-    "[2] says that ..." backtracked over every way to split the spaces between the markers: the answer never came
-    back and a core stayed busy. A subprocess, because a regex that runs away holds the interpreter lock."""
-    code = (
-        "from tests.test_answer_checks import made_up, LIBRARY; from qa.answer import check_answer\n"
-        "for raw in ('[1] [2] [3] ' * 40, '[1], [2], and [3] ' * 40, ' ' * 3000 + 'according to [1]'):\n"
-        "    a = check_answer('What does the library do?', raw, made_up(LIBRARY))\n"
-        "    print(a.abstained)\n"
-    )
-    # Each check takes about a millisecond; the timeout only tells "done" from "running away" (it did: minutes).
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["True"] * 3  # nothing in them is a claim: declined
 
 
 STRIKE = "A rocket strike on the camp on Feb. 9 left 8 dead and about 100 injured. Officials blamed a militia."

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,6 +13,7 @@ from hypothesis import strategies as st
 from qa.answer import check_answer, evidence, neutralise, split_sentences, support
 from qa.documents import decode_bytes, load_document
 from qa.errors import DocumentError, QuestionError
+from tests.conftest import ROOT
 from tests.pdfgen import write_pdf
 
 
@@ -182,3 +185,51 @@ def test_a_question_in_a_script_no_document_uses_is_refused_before_the_model(ass
     (corpus / "arabic.txt").write_text("افتتحت مكتبة برندلوود في عام 1954.\n")
     assistant.ingest()
     assert assistant._valid_question("متى افتتحت مكتبة برندلوود؟")
+
+
+# Text that made a pattern or a loop take time growing with the square, the cube or 2^n of a run's length. Each
+# was seconds to minutes before (README, "What we tried to break"); each is now milliseconds (the nested HTML ~2 s).
+# A document reaches the loaders and, through the context stage, instruction_spans; a model reply the checks.
+_RUNAWAY = """
+import sys, tempfile
+from pathlib import Path
+from qa.answer import check_answer
+from qa.documents import load_document, _rejoin_hyphenated, _PAGE_NUMBER
+from qa.injection import instruction_spans
+from qa.text import split_sentences
+from tests.test_answer_checks import made_up, LIBRARY
+d = Path(tempfile.mkdtemp())
+def doc(name, text):
+    (d / name).write_text(text)
+    return lambda: load_document(d / name, name).text
+reply = lambda raw: lambda: check_answer("When was the library opened?", raw, made_up(LIBRARY, LIBRARY)).text
+cases = {
+    "reply: an attribution, then 1,600 spaces": reply("It opened in 1954, according to Al" + " " * 1600 + "x [1]."),
+    "reply: 4,000 spaces inside a sentence": reply("The library was" + " " * 4000 + "opened in 1954 [1]."),
+    "reply: 40,000 commas": reply("The library was" + "," * 40000 + "opened in 1954 [1]."),
+    "reply: looping markers": reply("[1] [2] [3] " * 60),
+    "document: 32,000 tabs after a full stop": lambda: instruction_spans("a." + "\\t" * 32000 + "x"),
+    "html: 64,000 nested <b>": doc("nested.html", "<html><body><p>" + "<b>a" * 64000 + "</p></body></html>"),
+    "txt: 1 MB of '(photo '": doc("credits.txt", "(photo " * 150000),
+    "pdf line: a 128k word ending in a hyphen": lambda: _rejoin_hyphenated(["a1" * 64000 + "-", "b"]),
+    "pdf line: '1' then 80,000 spaces": lambda: _PAGE_NUMBER.match("1" + " " * 80000 + "x"),
+    "text: 80,000 dots": lambda: split_sentences("a" + "." * 80000 + "b"),
+    "text: 'J. ' 50,000 times": lambda: split_sentences("J. " * 50000),
+}
+for name, run in cases.items():
+    run()
+    print(name, flush=True)
+"""
+
+
+def test_no_document_or_model_reply_makes_the_text_code_run_away():
+    """A subprocess, because a runaway regex holds the interpreter lock; the timeout tells "done" from "running
+    away" (each case took seconds to hours before), it is not a speed target."""
+    try:
+        done = subprocess.run([sys.executable, "-c", _RUNAWAY], capture_output=True, text=True, timeout=90, cwd=ROOT)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout or ""
+        finished = (out.decode() if isinstance(out, bytes) else out).splitlines()
+        pytest.fail(f"ran away; finished before it: {finished}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(done.stdout.splitlines()) == 11, done.stdout
