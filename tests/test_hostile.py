@@ -187,8 +187,8 @@ def test_a_question_in_a_script_no_document_uses_is_refused_before_the_model(ass
     assert assistant._valid_question("متى افتتحت مكتبة برندلوود؟")
 
 
-# Text that made a pattern or a loop take time growing with the square, the cube or 2^n of a run's length. Each
-# was seconds to minutes before (README, "What we tried to break"); each is now milliseconds (the nested HTML ~2 s).
+# Text that made a pattern or a loop take time growing with the square, the cube or 2^n of a run's length. At
+# these sizes each took seconds or more before (README, "What we tried to break"); now milliseconds (the HTML ~2 s).
 # A document reaches the loaders and, through the context stage, instruction_spans; a model reply the checks.
 _RUNAWAY = """
 import sys, tempfile
@@ -224,7 +224,7 @@ for name, run in cases.items():
 
 def test_no_document_or_model_reply_makes_the_text_code_run_away():
     """A subprocess, because a runaway regex holds the interpreter lock; the timeout tells "done" from "running
-    away" (each case took seconds to hours before), it is not a speed target."""
+    away" (each case took seconds or more before), it is not a speed target."""
     try:
         done = subprocess.run([sys.executable, "-c", _RUNAWAY], capture_output=True, text=True, timeout=90, cwd=ROOT)
     except subprocess.TimeoutExpired as exc:
