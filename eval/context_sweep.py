@@ -51,7 +51,9 @@ SEARCH_DEPTH = 12  # the widest context_chunks swept; a narrower one reads a pre
 
 
 class CachedEmbedder:
-    """The Assistant's embedder with a cache per text (a sentence is embedded once for all variants)."""
+    """The Assistant's embedder with a cache per text (a sentence is embedded once for all variants). The
+    context stage asks for one sentence at a time (qa.context.sentence_vectors), so these are the app's vectors;
+    before session 10 the app embedded a question's sentences in one batch, and the sweep's differed a little."""
 
     def __init__(self, inner):
         self.inner = inner

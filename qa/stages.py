@@ -57,13 +57,16 @@ def judge(
     a generator that cannot judge or a judge that is off.
 
     The judge's prompt is the answer's prompt with a yes/no instruction last, so llama.cpp evaluates the passages
-    once for both (its KV cache keeps the shared prefix).
+    once for both (its KV cache keeps the shared prefix), and the draft's own ending in the same batch.
     """
     if not isinstance(decision, Decision):
         decision = Decision.judge_only(decision)
     if decision.off or not can_judge(generator):
         return Verdict(True, None)
-    p_yes = generator.yes_probability(build_messages(question, passages, instruction=JUDGE_INSTRUCTION))
+    # the draft's prompt goes along: a back end may read both in one pass (llama.cpp does)
+    p_yes = generator.yes_probability(
+        build_messages(question, passages, instruction=JUDGE_INSTRUCTION), then=build_messages(question, passages)
+    )
     # the overlap's IDF costs a keyword-table count per question word: only a fitted decision reads it
     found = features(question, passages, p_yes, counts if decision.kind == "fitted" else None)
     return Verdict(decision.answers(found), p_yes, found, decision.probability(found))

@@ -92,7 +92,7 @@ class ScriptedGenerator(ScriptedChat):
         self.yes_queue.extend(probabilities)
         return self
 
-    def yes_probability(self, messages: Messages) -> float:
+    def yes_probability(self, messages: Messages, then: Messages | None = None) -> float:
         messages = [dict(m) for m in messages]
         self.judged.append(messages)
         self.calls.append(("judge", messages))

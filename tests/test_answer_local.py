@@ -64,6 +64,39 @@ def test_flash_attention_gives_the_same_cited_answer(seeded):
         fast.store.close()
 
 
+def test_the_judge_reads_the_drafts_prompt_too_and_the_draft_is_unchanged(seeded):
+    """The judge reads the draft's ending in its own batch (a second KV-cache sequence), so the draft starts
+    without reading any prompt again; it is token for token the draft written after the judge alone."""
+    from qa.prompts import JUDGE_INSTRUCTION, build_messages
+
+    generator = seeded.generator
+    question = "Which State Department spokeswoman urged the MeK leadership to accept Albania's asylum offer?"
+    passages = seeded.ask(question).retrieved
+    judge, draft = build_messages(question, passages, instruction=JUDGE_INSTRUCTION), build_messages(question, passages)
+    alone = generator.yes_probability(judge)
+    written = generator.generate(draft, 128)
+    short = generator.generate(draft, 5)
+
+    reads = []
+    real_eval = generator.llm.eval
+    generator.llm.eval = lambda tokens: (reads.append(len(tokens)), real_eval(tokens))[1]
+    try:
+        both = generator.yes_probability(judge, then=draft)
+        pieces = generator.stream(draft, 128)
+        first = next(pieces)
+        assert reads == [], "the draft's prompt was read again"
+        assert first + "".join(pieces) == written and "Nuland" in written
+        assert reads and set(reads) == {1}, "after the first token, one token is read at a time"
+        assert generator.last_usage["completion_tokens"] == len(reads)  # each written token read, to the end
+    finally:
+        del generator.llm.eval
+    assert both == pytest.approx(alone, abs=0.05)  # another order of sums in attention: rounding only
+    generator.yes_probability(judge, then=draft)
+    assert generator.generate(draft, 5) == short  # the token limit holds as before
+    generator.yes_probability(judge, then=draft)
+    assert generator.generate(judge, 3) != ""  # other messages than announced: read as usual, not the draft
+
+
 def test_prompt_tokens_counted_without_the_weights_match_the_answers_usage(seeded):
     """eval/context_sweep.py counts prompt tokens from a vocab-only load (ChatPrompt.of_model); the count must be
     what the model read for the answer (`usage.draft.prompt_tokens`)."""

@@ -110,3 +110,32 @@ def test_int8_vectors_equal_encode_for_the_same_batch(settings):
     int8.batch_size = 32  # all seven texts in one batch, as encode() batches them
     together = int8._model.encode(TEXTS, batch_size=32, normalize_embeddings=True)
     assert np.abs(int8.embed_documents(TEXTS) - together).max() < 1e-5
+
+
+@pytest.mark.model
+def test_the_context_stage_scores_a_sentence_the_same_whatever_is_read_with_it(settings):
+    """The context stage embeds each sentence alone (qa.context.sentence_vectors): with int8 vectors a sentence's
+    score no longer moves with the other sentences of the retrieved chunks, so it can be remembered, and the next
+    question over the same chunks embeds nothing."""
+    from qa import context
+
+    int8 = _model("onnx-int8", settings)
+    calls = []
+
+    class Counting:
+        def embed_documents(self, texts):
+            calls.append(len(texts))
+            return int8.embed_documents(texts)
+
+    counting = Counting()
+    sentence, others = TEXTS[2], [TEXTS[0], TEXTS[4] * 3]
+    with_one = context.sentence_vectors(counting, [sentence, others[0]])
+    context._vectors.clear()
+    with_two = context.sentence_vectors(counting, [others[1], sentence, others[0]])
+    assert np.array_equal(with_one[0], with_two[1])
+    assert np.abs(with_one[0] - int8.embed_documents([sentence])[0]).max() == 0
+    # the same sentence in one batch with other texts comes out differently: why it is embedded alone
+    assert np.abs(int8.embed_documents([sentence, *others])[0] - with_one[0]).max() > 1e-4
+    calls.clear()
+    again = context.sentence_vectors(counting, [sentence, others[1], others[0]])
+    assert calls == [] and np.array_equal(again[0], with_one[0])

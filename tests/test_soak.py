@@ -79,8 +79,8 @@ class Sampled:
     def generate(self, messages, max_tokens, temperature=0.0):
         return self.real.generate(messages, max_tokens, temperature) if self.real_turn else self._stand_in(messages)
 
-    def yes_probability(self, messages) -> float:
-        return self.real.yes_probability(messages) if self.real_turn else 1.0
+    def yes_probability(self, messages, then=None) -> float:
+        return self.real.yes_probability(messages, then) if self.real_turn else 1.0
 
 
 @pytest.mark.timeout(300 + N * 15)  # ~2 s per question measured; generous for a busy machine

@@ -33,8 +33,11 @@ class Judge(Protocol):
     A back end declares it by implementing `yes_probability` (llama.cpp reads the next-token logits; an
     OpenAI-compatible endpoint has no such call, so it answers without the judge)."""
 
-    def yes_probability(self, messages: list[Message]) -> float:
-        """P("yes") against P("no") for the next token after `messages` (a yes/no question last), 0..1."""
+    def yes_probability(self, messages: list[Message], then: list[Message] | None = None) -> float:
+        """P("yes") against P("no") for the next token after `messages` (a yes/no question last), 0..1.
+
+        `then`: the messages the next `stream()` call will most likely draft from. A back end may read them in
+        the same pass (llama.cpp does: see LlamaCppGenerator) or ignore them; the draft must be the same."""
         ...
 
 

@@ -137,7 +137,8 @@ class LlamaCppGenerator:
             verbose=False,
         )
         try:
-            with native.model_params(cpu.use_extra_bufts):
+            # Two sequences: the judge's and the draft's endings are read in one batch (yes_probability).
+            with native.model_params(cpu.use_extra_bufts, sequences=2):
                 if isinstance(where, tuple):
                     self.llm = Llama.from_pretrained(repo_id=where[0], filename=where[1], **common)
                 else:
@@ -151,6 +152,8 @@ class LlamaCppGenerator:
         self.lock = threading.Lock()
         self._chat: ChatPrompt | None = None  # the chat template and tokenizer, made on first use
         self.last_usage: dict[str, int] | None = None  # tokens read and written by the last call
+        self._batch: Any = None  # a llama_batch for two sequences, made on first use
+        self._ready: _Ready | None = None  # a draft whose prompt the last judgement already read
 
     @classmethod
     def shared(cls, settings: Settings) -> LlamaCppGenerator:
@@ -163,6 +166,10 @@ class LlamaCppGenerator:
 
     def stream(self, messages: list[Message], max_tokens: int, temperature: float = 0.0) -> Iterator[str]:
         with self.lock:
+            ready, self._ready = self._ready, None
+            if ready is not None and temperature == 0 and ready.tokens == self._tokens_or_none(messages):
+                yield from self._greedy(ready, max_tokens)
+                return
             try:
                 pieces = self.llm.create_chat_completion(
                     messages=messages,
@@ -189,11 +196,16 @@ class LlamaCppGenerator:
     def generate(self, messages: list[Message], max_tokens: int, temperature: float = 0.0) -> str:
         return "".join(self.stream(messages, max_tokens, temperature))
 
-    def yes_probability(self, messages: list[Message]) -> float:
+    def yes_probability(self, messages: list[Message], then: list[Message] | None = None) -> float:
         """P("yes") against P("no") for the model's next token after `messages` (a yes/no question last).
 
-        Used as a judge ("do the sources state the answer?"). The prompt shares its prefix with the answer just
-        generated, so llama.cpp's KV cache holds all but the last few tokens and the judgement costs ~1 s.
+        Used as a judge ("do the sources state the answer?"). Its prompt shares all but its last line with the
+        draft's (`then`), so llama.cpp's KV cache reads the passages once for both. With `then`, the draft's
+        ending is read in the same batch as the judge's, in a second sequence of the cache: a batch of 23
+        tokens alone costs about 14 ms a token on 2 cores, one more row of a 300-token batch about 7, which
+        makes the first draft token about 10 % sooner. The draft's cells lie where they would after the judge
+        alone, so a draft is token for token the one it was (tests/test_models.py); the judge's numbers move
+        slightly (P(yes) by 0.01 at the median on the seeds).
         """
         import numpy as np
 
@@ -204,19 +216,113 @@ class LlamaCppGenerator:
                 f"the prompt is {len(tokens):,} tokens, more than the model's context window "
                 f"(llm_ctx {llm.n_ctx():,}): use fewer passages (top_k) or a larger llm_ctx"
             )
+        draft = self._tokens_or_none(then) if then is not None else None
         self.last_usage = {"prompt_tokens": len(tokens), "completion_tokens": 1}
         with self.lock:
-            cached = llm.input_ids[: llm.n_tokens].tolist()
-            shared = 0
-            for a, b in zip(cached, tokens, strict=False):
-                if a != b:
-                    break
-                shared += 1
-            llm.n_tokens = min(shared, len(tokens) - 1)  # eval() drops the cache past n_tokens
-            llm.eval(tokens[llm.n_tokens :])
-            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
+            self._ready = None
+            cached = _shared_length(llm.input_ids[: llm.n_tokens].tolist(), tokens)
+            logits = self._read_both(tokens, draft, cached) if draft is not None else None
+            if logits is None:
+                llm.n_tokens = min(cached, len(tokens) - 1)  # eval() drops the cache past n_tokens
+                llm.eval(tokens[llm.n_tokens :])
+                logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+            logits = np.asarray(logits, dtype=np.float64)
         yes, no = (np.exp(logits[ids] - logits.max()).sum() for ids in self._yes_no)
         return float(yes / (yes + no)) if yes + no > 0 else 0.5
+
+    def _read_both(self, judge: list[int], draft: list[int], cached: int) -> Any:
+        """Read the judge's and the draft's prompts in one llama.cpp batch: the part they share that is not
+        cached yet in both sequences, then the draft's ending in sequence 0 (the one llama-cpp-python keeps),
+        then the judge's in sequence 1, which is dropped afterwards. Returns the judge's logits and leaves the
+        draft ready (`_ready`); None (nothing done) where that does not fit: a context made without two
+        sequences, more than one batch of tokens, or prompts that do not fork."""
+        import llama_cpp.llama_cpp as lib
+        import numpy as np
+
+        llm = self.llm
+        shared = _shared_length(judge, draft)
+        start = min(cached, shared)
+        size = len(judge) + len(draft) - shared - start
+        if (
+            llm.context_params.n_seq_max < 2
+            or shared in (len(judge), len(draft))
+            or size > llm.n_batch
+            or shared + (len(judge) - shared) + (len(draft) - shared) >= llm.n_ctx()
+        ):
+            return None
+        if self._batch is None:
+            self._batch = lib.llama_batch_init(llm.n_batch, 0, 2)
+        batch, ctx = self._batch, llm._ctx.ctx
+        memory = lib.llama_get_memory(ctx)
+        # Cells past the shared start go; the cached prefix (sequence 0) joins sequence 1 too.
+        lib.llama_memory_seq_rm(memory, -1, start, -1)
+        if start:
+            lib.llama_memory_seq_cp(memory, 0, 1, 0, start)
+        # Batch order is cell order: the draft's ending lies right after the shared part, as it would after
+        # the judge alone, so its numbers (and its tokens) are the same as when read on its own.
+        rows = [(t, start + i, 2) for i, t in enumerate(judge[start:shared])]
+        rows += [(t, shared + i, 0) for i, t in enumerate(draft[shared:])]
+        draft_last = len(rows) - 1
+        rows += [(t, shared + i, 1) for i, t in enumerate(judge[shared:])]
+        judge_last = len(rows) - 1
+        batch.n_tokens = len(rows)
+        for i, (token, pos, seq) in enumerate(rows):
+            batch.token[i], batch.pos[i] = token, pos
+            if seq == 2:  # both
+                batch.n_seq_id[i], batch.seq_id[i][0], batch.seq_id[i][1] = 2, 0, 1
+            else:
+                batch.n_seq_id[i], batch.seq_id[i][0] = 1, seq
+            batch.logits[i] = i in (draft_last, judge_last)
+        failed = lib.llama_decode(ctx, batch)
+        n_vocab = llm.n_vocab()
+        if not failed:
+            judge_logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, judge_last), shape=(n_vocab,)).copy()
+            draft_logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, draft_last), shape=(n_vocab,)).copy()
+        lib.llama_memory_seq_rm(memory, 1, -1, -1)
+        if failed:
+            llm.n_tokens = 0  # the cache is in an unknown state: read everything again next time
+            lib.llama_memory_seq_rm(memory, -1, -1, -1)
+            raise GeneratorError(f"local model failed: llama_decode returned {failed}")
+        llm.input_ids[: len(draft)] = draft
+        llm.n_tokens = len(draft)
+        # The context's last logits are the judge's: llama-cpp-python must not sample the draft from them.
+        llm._requires_eval = True
+        self._ready = _Ready(draft, draft_logits)
+        return judge_logits
+
+    def _greedy(self, ready: _Ready, max_tokens: int) -> Iterator[str]:
+        """The draft from logits already read (_read_both): greedy, as create_chat_completion at temperature 0,
+        token for token (a test compares the two)."""
+        import codecs
+
+        import llama_cpp.llama_cpp as lib
+        import numpy as np
+
+        llm = self.llm
+        vocab, n_vocab = llm._model.vocab, llm.n_vocab()
+        text = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.last_usage = {"prompt_tokens": len(ready.tokens), "completion_tokens": 0}
+        token = int(np.argmax(ready.draft_logits))
+        written = 0
+        while written < max_tokens and not lib.llama_vocab_is_eog(vocab, token):
+            written += 1
+            self.last_usage["completion_tokens"] = written
+            piece = text.decode(llm.detokenize([token]))
+            if piece:
+                yield piece
+            if written == max_tokens:
+                break
+            llm.eval([token])
+            token = int(np.argmax(np.ctypeslib.as_array(lib.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,))))
+        rest = text.decode(b"", final=True)
+        if rest:
+            yield rest
+
+    def _tokens_or_none(self, messages: list[Message]) -> list[int] | None:
+        try:
+            return self._prompt_tokens(messages)
+        except GeneratorError:  # a GGUF without a chat template: llama-cpp-python formats it its own way
+            return None
 
     def _prompt_tokens(self, messages: list[Message]) -> list[int]:
         if self._chat is None:
@@ -227,6 +333,23 @@ class LlamaCppGenerator:
                 for words in (("yes", "Yes", " yes", " Yes"), ("no", "No", " no", " No"))
             ]
         return self._chat.tokens(messages)
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A draft prompt already read into the cache (sequence 0), with its first token's logits."""
+
+    tokens: list[int]
+    draft_logits: Any
+
+
+def _shared_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 class ChatPrompt:

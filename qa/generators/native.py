@@ -27,6 +27,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from qa.errors import GeneratorError
 
@@ -136,31 +137,39 @@ _params_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def model_params(use_extra_bufts: bool):
-    """Make `Llama()` load its model with `use_extra_bufts` as given.
+def model_params(use_extra_bufts: bool, sequences: int = 1):
+    """Make `Llama()` load its model with `use_extra_bufts` as given, and its context with room for `sequences`
+    KV-cache sequences in one unified cache (the judge and the draft read one shared prefix in one batch).
 
-    llama-cpp-python 0.3.36 does not expose the field, but builds its parameters from
-    `llama_cpp.llama_model_default_params()` inside `Llama.__init__`; for the duration of one load that function
-    returns parameters with the field set.
+    llama-cpp-python 0.3.36 exposes neither field, but builds its parameters from
+    `llama_cpp.llama_model_default_params()` and `llama_context_default_params()` inside `Llama.__init__`; for
+    the duration of one load those functions return parameters with the fields set.
     """
     import llama_cpp.llama_cpp as lib
 
-    if use_extra_bufts:
+    if use_extra_bufts and sequences == 1:
         yield
         return
     with _params_lock:
-        original = lib.llama_model_default_params
+        model_defaults, context_defaults = lib.llama_model_default_params, lib.llama_context_default_params
 
-        def defaults():
-            params = original()
-            params.use_extra_bufts = False
+        def model() -> Any:
+            params = model_defaults()
+            params.use_extra_bufts = use_extra_bufts
             return params
 
-        lib.llama_model_default_params = defaults
+        def context() -> Any:
+            params = context_defaults()
+            if sequences > 1:
+                params.n_seq_max = sequences
+                params.kv_unified = True  # one cache: the sequences share the prefix's cells, not copies
+            return params
+
+        lib.llama_model_default_params, lib.llama_context_default_params = model, context
         try:
             yield
         finally:
-            lib.llama_model_default_params = original
+            lib.llama_model_default_params, lib.llama_context_default_params = model_defaults, context_defaults
 
 
 # ---- the probe ---------------------------------------------------------------------------------------------
