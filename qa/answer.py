@@ -142,8 +142,11 @@ _NAMED_ATTRIBUTION = [
     re.compile(rf"(?<!\s)\s*,\s*{_ATTRIBUTING}\s+(?P<who>[^,;:.]{{1,60}}?)(?=\s*+(?:{_MARKERS})?\s*+[.!?]?\s*+$)", _I),
 ]
 # Left over when a model's attribution lost its object: "as stated in ,, and", "according to ,".
-# `_tidy` collapses runs of white space first, so its `\s*` are short; a comma run is tried from its first comma only.
-_DANGLING = re.compile(rf"\s*,?\s*{_ATTRIBUTING}\s*(?=[,.;:!?]|$)|(?<!,)(?:\s*,)++\s*(?:and\s*)?(?=[.!?]|$)", _I)
+# `_tidy` collapses runs of white space first, so its `\s*` are short; a run of commas is tried from its first comma
+# only, also when single spaces part them (", , ,": quadratic before, 0.6 s at 8,000; the same matches).
+_DANGLING = re.compile(
+    rf"\s*,?\s*{_ATTRIBUTING}\s*(?=[,.;:!?]|$)|(?<!,)(?<!,\s)(?:\s*,)++\s*(?:and\s*)?(?=[.!?]|$)", _I
+)
 
 
 def _attributed(sentence: str) -> tuple[str, str, set[str]]:

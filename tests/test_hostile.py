@@ -207,6 +207,7 @@ cases = {
     "reply: an attribution, then 1,600 spaces": reply("It opened in 1954, according to Al" + " " * 1600 + "x [1]."),
     "reply: 4,000 spaces inside a sentence": reply("The library was" + " " * 4000 + "opened in 1954 [1]."),
     "reply: 40,000 commas": reply("The library was" + "," * 40000 + "opened in 1954 [1]."),
+    "reply: 80,000 ' ,'": reply("The library was" + " ," * 80000 + "opened in 1954 [1]."),
     "reply: looping markers": reply("[1] [2] [3] " * 60),
     "document: 32,000 tabs after a full stop": lambda: instruction_spans("a." + "\\t" * 32000 + "x"),
     "html: 64,000 nested <b>": doc("nested.html", "<html><body><p>" + "<b>a" * 64000 + "</p></body></html>"),
@@ -232,4 +233,4 @@ def test_no_document_or_model_reply_makes_the_text_code_run_away():
         finished = (out.decode() if isinstance(out, bytes) else out).splitlines()
         pytest.fail(f"ran away; finished before it: {finished}")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert len(done.stdout.splitlines()) == 11, done.stdout
+    assert len(done.stdout.splitlines()) == 12, done.stdout
