@@ -23,6 +23,11 @@ DECLINE_RULE = f" If the sources do not contain the answer, reply: {DECLINE_TEXT
 
 
 def _title_view(title: str) -> str:
+    """The title as the model reads it: whole words up to TITLE_CHARS (a cut word, "Kobler Leaks Secret: Albania
+    Offers Asylum to 210 MEK Member", costs tokens and says nothing), and never an instruction."""
+    if len(title) > TITLE_CHARS:
+        head = title[: TITLE_CHARS + 1]
+        title = head[: head.rfind(" ")].rstrip() if " " in head.strip() else title[:TITLE_CHARS]
     return REMOVED if instruction_spans(title) else title
 
 
@@ -44,7 +49,7 @@ def build_messages(
         # The model needs the number it cites; the title (once per file, as far as TITLE_CHARS) tells it what a
         # few sentences cut from a document are about. The file name and page are for people: the citation
         # carries them.
-        title = "" if c.source in titled or not c.title.strip() else f" ({_title_view(c.title[:TITLE_CHARS])})"
+        title = "" if c.source in titled or not c.title.strip() else f" ({_title_view(c.title)})"
         titled.add(c.source)
         blocks.append(f"[{i}]{title}\n{neutralise(c.text)}")
     sources = "\n\n".join(blocks)

@@ -382,6 +382,14 @@ def test_a_planted_title_is_not_shown_either():
     assert "HACKED" not in build_messages(BRINDLEWOOD_Q, [Passage(chunk, 0.5)])[-1]["content"]
 
 
+def test_a_long_title_reaches_the_model_in_whole_words():
+    text = "Albania offered asylum to 210 members."
+    title = "Kobler Leaks Secret: Albania Offers Asylum to 210 MEK Members in Liberty"
+    chunk = Chunk("c1", text, "k.txt", 0, len(text), 1, 1, None, title, "h")
+    prompt = build_messages("How many?", [Passage(chunk, 0.5)])[-1]["content"]
+    assert "[1] (Kobler Leaks Secret: Albania Offers Asylum to 210 MEK)\n" in prompt
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -406,4 +414,5 @@ def test_the_prompt_for_passages_without_instruction_like_text_is_unchanged():
             assert instruction_spans(chunk.text) == []
             assert neutralise(chunk.text) == " ".join(re.split(r"(?<=[.!?\n])\s+", chunk.text))
             p = Passage(chunk, 0.5)
-            assert f"[1] ({chunk.title[:60]})\n" in build_messages("q", [p])[-1]["content"]
+            title = chunk.title if len(chunk.title) <= 60 else chunk.title[:61].rsplit(" ", 1)[0]  # whole words
+            assert f"[1] ({title})\n" in build_messages("q", [p])[-1]["content"]
