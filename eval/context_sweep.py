@@ -51,21 +51,16 @@ SEARCH_DEPTH = 12  # the widest context_chunks swept; a narrower one reads a pre
 
 
 class CachedEmbedder:
-    """The Assistant's embedder with a cache per text (a sentence is embedded once for all variants). The
-    context stage asks for one sentence at a time (qa.context.sentence_vectors), so these are the app's vectors;
-    before session 10 the app embedded a question's sentences in one batch, and the sweep's differed a little."""
+    """The Assistant's embedder with a cache per query. Sentences need none here: the context stage embeds each
+    alone and remembers it per embedder (qa.context.sentence_vectors), so a sentence is embedded once for all
+    variants, and its vector is the app's (before session 10 the sweep batched them, and its vectors differed)."""
 
     def __init__(self, inner):
         self.inner = inner
-        self.cache: dict[str, np.ndarray] = {}
         self.queries: dict[str, np.ndarray] = {}
 
     def embed_documents(self, texts: list[str]) -> np.ndarray:
-        new = list(dict.fromkeys(t for t in texts if t not in self.cache))
-        if new:
-            for t, v in zip(new, self.inner.embed_documents(new), strict=True):
-                self.cache[t] = v
-        return np.stack([self.cache[t] for t in texts]) if texts else np.zeros((0, 384), dtype=np.float32)
+        return self.inner.embed_documents(texts)
 
     def embed_query(self, text: str) -> np.ndarray:
         if text not in self.queries:

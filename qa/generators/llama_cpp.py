@@ -204,7 +204,7 @@ class LlamaCppGenerator:
         ending is read in the same batch as the judge's, in a second sequence of the cache: a batch of 23
         tokens alone costs about 14 ms a token on 2 cores, one more row of a 300-token batch about 7, which
         makes the first draft token about 10 % sooner. The draft's cells lie where they would after the judge
-        alone, so a draft is token for token the one it was (tests/test_models.py); the judge's numbers move
+        alone, so a draft is token for token the one it was (tests/test_answer_local.py); the judge's numbers move
         slightly (P(yes) by 0.01 at the median on the seeds).
         """
         import numpy as np
@@ -247,7 +247,7 @@ class LlamaCppGenerator:
             llm.context_params.n_seq_max < 2
             or shared in (len(judge), len(draft))
             or size > llm.n_batch
-            or shared + (len(judge) - shared) + (len(draft) - shared) >= llm.n_ctx()
+            or len(judge) + len(draft) - shared >= llm.n_ctx()  # cells: the shared part, then both endings
         ):
             return None
         if self._batch is None:
