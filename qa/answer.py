@@ -233,6 +233,12 @@ def _tokens(sentence: str, lower: set[str]) -> list[tuple[str, str]]:
     return out
 
 
+def _asked(question: str) -> set[str]:
+    """The question's words in every form `_tokens` gives an answer's: stems, numbers, and months and number words
+    as written ("february", not the stem "februari"), so that a fact the question already names is recognised."""
+    return content_words(question) | numbers(question) | {t for t, _ in _tokens(question, set())}
+
+
 def _facts(tokens: list[tuple[str, str]], kind: str) -> list[tuple[int, int, frozenset[str]]]:
     """The facts of `kind` in a sentence as (first, last position, words): a run of them ("February 9",
     "Victoria Nuland") is one fact."""
@@ -283,7 +289,7 @@ def swapped_fact(sentence: str, passage_text: str, question: str = "") -> str | 
     either way; only a word the passage ties to a different fact is. For names, whose verbs can stand far away
     ("..., said spokeswoman Victoria Nuland"), that tie counts only in passage sentences without the name."""
     lower = _lower_words(passage_text)
-    asked = content_words(question) | numbers(question)
+    asked = _asked(question)
     # the question's own numbers and names are the user's words: they neither need binding nor bind others
     claim = [(t, "given" if k != "word" and t in asked else k) for t, k in _tokens(sentence, lower)]
     spans = split_sentences(passage_text) or [(0, len(passage_text))]
@@ -405,7 +411,7 @@ def asked_kind(question: str) -> str | None:
 
 def holds_kind(text: str, kind: str, question: str, passages_text: str = "") -> bool:
     """Does `text` hold a thing of `kind` that the question does not already hold?"""
-    asked = content_words(question) | numbers(question)
+    asked = _asked(question)
     lower = _lower_words(passages_text) | _lower_words(question)
     tokens = [(t, k) for t, k in _tokens(text, lower) if t not in asked]
     names = any(k == "name" for _, k in tokens)

@@ -39,7 +39,8 @@ from typing import Protocol
 import numpy as np
 
 from qa.answer import asked_kind, holds_kind
-from qa.text import content_words, split_sentences
+from qa.prompts import TITLE_CHARS
+from qa.text import content_words, root, split_sentences
 from qa.types import Chunk, Passage
 
 # How much an IDF-weighted share of the question's words adds to a sentence's cosine. Chosen on the ClapNQ
@@ -195,13 +196,19 @@ class _Sentence:
     score: float = 0.0
 
 
+def _shown_in_header(sentence: str, title: str) -> bool:
+    title = title.strip()
+    return bool(title) and len(title) <= TITLE_CHARS and sentence.strip() == title
+
+
 def _idf_overlap(question: str, sentences: list[str]) -> list[float]:
     """The IDF-weighted share of the question's content words each sentence holds (IDF over these sentences:
-    a word in every sentence tells them apart no more than a stop word)."""
-    asked = content_words(question)
+    a word in every sentence tells them apart no more than a stop word). Words compare by their Snowball root
+    (qa.text.root): "described" answers "describe"."""
+    asked = content_words(question, root)
     if not asked or not sentences:
         return [0.0] * len(sentences)
-    bags = [content_words(s) for s in sentences]
+    bags = [content_words(s, root) for s in sentences]
     df = Counter(w for bag in bags for w in bag & asked)
     n = len(sentences)
     idf = {w: math.log(1 + n / (1 + df[w])) for w in asked}
@@ -223,6 +230,7 @@ def select_context(
     redundancy: float = 0.0,
     window_share: float = 1.0,
     kind_weight: float = 0.0,
+    score_titles: bool = False,
 ) -> list[Passage]:
     """The windows of text the model reads for `question`, best first, within `budget` estimated tokens.
 
@@ -233,7 +241,8 @@ def select_context(
     did not win on the calibration questions; eval/context_sweep.py measures them): `redundancy` (an already-read
     sentence's cosine times this is taken off a sentence like it), `window_share` (a window with neighbours may
     cost at most this share of the budget, else the sentence is read alone), `kind_weight` (added when the
-    sentence holds a thing of the kind asked, qa.answer.holds_kind)."""
+    sentence holds a thing of the kind asked, qa.answer.holds_kind); `score_titles` makes the title line a
+    candidate sentence again, as before session 11."""
     if not passages:
         return []
     retrieved = {p.chunk.id: p for p in passages}
@@ -258,7 +267,11 @@ def select_context(
             keyword = max((h.keyword for h in holders if h.keyword is not None), default=None)
             s = _Sentence(run, i, a, b, run.text[a:b], dense, keyword, s_rank)
             listed.append(s)
-            if holders:
+            # A title line the file's header shows whole (qa.prompts) is not a candidate, though it may be read
+            # as a neighbour: the model reads it anyway, and a title restates what a question is about without
+            # answering it, so it outscored the sentences that do ("Albania offer for asylum to Iranian group
+            # rejected" for "On what grounds was the Albanian asylum offer described?").
+            if holders and (score_titles or not _shown_in_header(s.text, run.title)):
                 sentences.append(s)
         by_run[id(run)] = listed
     if not sentences:

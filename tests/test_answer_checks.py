@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from qa.answer import DECLINE_TEXT, build_messages, check_answer, evidence, instruction_spans, neutralise, support
+from qa.answer import (
+    DECLINE_TEXT,
+    build_messages,
+    check_answer,
+    evidence,
+    holds_kind,
+    instruction_spans,
+    neutralise,
+    support,
+)
 from qa.chunking import Chunk, chunk_document
 from qa.documents import load_document
 from qa.retrieve import Passage
@@ -206,6 +215,14 @@ def test_an_answer_must_hold_the_kind_of_thing_asked_for(question, raw, answered
     )
     answer = check_answer(question, raw, made_up(text))
     assert answer.abstained is not answered, (question, raw, answer.text)
+
+
+def test_a_number_word_the_question_already_holds_is_not_a_number_it_adds():
+    # "thousands" is the question's own word: as a number word it is compared as written, not against the stems
+    # of the question's words ("thousand"); so it adds no number, and a figure does
+    question = "How many thousands of people marched through Brindlewood?"
+    assert not holds_kind("Thousands of people marched through Brindlewood.", "number", question)
+    assert holds_kind("The police counted 12,000 people.", "number", question)
 
 
 def test_a_reason_that_repeats_its_own_sentence_is_no_answer():

@@ -9,6 +9,7 @@ import pytest
 from qa.api import Assistant
 from qa.context import HEADER_TOKENS, RANK_WEIGHT, estimate_tokens, select_context
 from qa.documents import load_document
+from qa.text import root as word_root
 from tests.conftest import fake_settings
 from tests.fakes import HashEmbedder, ScriptedGenerator
 
@@ -119,11 +120,12 @@ def test_estimate_tokens_counts_words_digits_and_marks(text):
     assert estimate_tokens("In 2012, Nuland said so.") > estimate_tokens("In the year, Nuland said so.")
 
 
-def test_with_the_rank_prior_a_heading_that_echoes_the_question_does_not_crowd_out_the_best_chunk(tmp_path):
+def test_a_title_the_header_shows_does_not_crowd_out_the_sentence_that_answers(tmp_path):
     # Retrieval ranks the minutes first (the whole chunk is about the treaty), but sentence by sentence the other
-    # file's heading repeats the question's words best. Without a prior from the chunk's rank (the default, see
-    # qa.context.RANK_WEIGHT) the heading's window takes the budget; with it, the sentence that names who put her
-    # name to the treaty is read. eval/context_sweep.py measures the prior through this same argument.
+    # file's title repeats the question's words best. The prompt shows that title in the file's header anyway,
+    # so it is not a candidate sentence: the sentence that names who put her name to the treaty is read. As a
+    # candidate (score_titles, before session 11) the title's window took the budget unless a prior from the
+    # chunk's retrieval rank (qa.context.RANK_WEIGHT, off) lifted the minutes; eval/context_sweep.py measures both.
     minutes = (
         "Council minutes\n\nThe fishing guilds and the council argued over the harbour treaty for years, and the "
         "harbour treaty nearly failed twice. Margaret Oduya put her name to it in the spring of 1851.\n"
@@ -133,18 +135,51 @@ def test_with_the_rank_prior_a_heading_that_echoes_the_question_does_not_crowd_o
         "The keeper counted two hundred nests by June.\n"
     )
     files = {"minutes.txt": minutes, "gulls.txt": heading}
-    assistant, _ = make(tmp_path, files, chunk_size=400, context_tokens=70, context_chunks=4, top_k=2)
+    assistant, gen = make(tmp_path, files, chunk_size=400, context_tokens=70, context_chunks=4, top_k=2)
     found = assistant.retriever.search(QUESTION, 4)
     assert [p.chunk.source for p in found][:2] == ["minutes.txt", "gulls.txt"]
 
-    def read(rank_weight: float) -> str:
-        windows = select_context(
-            QUESTION, found, assistant.store.chunks_of, assistant.embedder, 70, 1, rank_weight=rank_weight
-        )
+    def read(**knobs) -> str:
+        windows = select_context(QUESTION, found, assistant.store.chunks_of, assistant.embedder, 70, 1, **knobs)
         assert sum(estimate_tokens(p.chunk.text) + HEADER_TOKENS for p in windows) <= 70
         return "\n".join(p.chunk.text for p in windows)
 
-    assert "Gulls nested" in read(RANK_WEIGHT)  # the default: the echoing heading and its neighbour win
-    with_prior = read(0.7)
-    assert "Margaret Oduya put her name to it" in with_prior
-    assert "Gulls nested" not in with_prior, "the heading's neighbour is not worth the budget"
+    assert RANK_WEIGHT == 0.0
+    default = read()
+    assert "Margaret Oduya put her name to it" in default
+    assert "Gulls nested" not in default, "the title's neighbour is not worth the budget"
+    assert "Gulls nested" in read(score_titles=True), "as a candidate, the echoing title and its neighbour win"
+    with_prior = read(score_titles=True, rank_weight=0.7)
+    assert "Margaret Oduya put her name to it" in with_prior and "Gulls nested" not in with_prior
+    # and through the app: the model reads the answer, and the title once, in the header
+    answer = assistant.ask(QUESTION) if gen.enqueue("Margaret Oduya put her name to it [1].") else None
+    assert "Margaret Oduya put her name to it" in gen.prompt_text()
+    assert not answer.abstained and "Margaret Oduya" in answer.text
+
+
+def test_a_sentence_that_answers_in_another_form_of_the_questions_word_is_read_first(tmp_path):
+    # No embedder: the sentences are told apart by their overlap with the question's words alone. Both share
+    # "guild" and "treaty"; only the first has "describe", as "described" (the stemmer puts them together).
+    notes = (
+        "Harbour notes\n\nThe treaty covered the fishing guild's mooring fees for ten years. "
+        "The fishing guild described the treaty as a disgrace to the harbour.\n"
+    )
+    assistant, _ = make(tmp_path, {"notes.txt": notes}, chunk_size=400)
+    question = "How did the fishing guild describe the treaty?"
+    found = assistant.retriever.search(question, 1)
+    windows = select_context(question, found, assistant.store.chunks_of, None, 20, 0)
+    assert windows[0].chunk.text == "The fishing guild described the treaty as a disgrace to the harbour."
+
+
+@pytest.mark.parametrize(
+    "forms",
+    [
+        ("describe", "described", "describes"),
+        ("renounce", "renounced"),
+        ("live", "living", "lives"),
+        ("country", "countries"),
+        ("relocate", "relocation"),
+    ],
+)
+def test_word_forms_compare_equal(forms):
+    assert len({word_root(w) for w in forms}) == 1, [word_root(w) for w in forms]
