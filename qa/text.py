@@ -10,6 +10,7 @@ retrieval or which answers are kept.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -67,7 +68,9 @@ def stem(word: str) -> str:
     return word
 
 
-_ENGLISH = snowballstemmer.stemmer("english")
+# A Snowball stemmer keeps the word it works on in itself: one shared by two threads (two questions at once in the
+# UI) returns wrong stems or raises IndexError. One per thread.
+_stemmers = threading.local()
 
 
 @lru_cache(maxsize=65536)
@@ -77,7 +80,10 @@ def root(word: str) -> str:
     (qa.context), where `stem` left "describe" and "described" (or "renounce" and "renounced") apart, so a
     sentence saying the answer with another form of the question's word lost its overlap. Cached: about 28 us a
     word uncached, and questions and passages repeat their words."""
-    return _ENGLISH.stemWord(word)
+    english = getattr(_stemmers, "english", None)
+    if english is None:
+        english = _stemmers.english = snowballstemmer.stemmer("english")
+    return english.stemWord(word)
 
 
 def content_words(text: str, stemmer: Callable[[str], str] = stem) -> set[str]:

@@ -183,3 +183,32 @@ def test_a_sentence_that_answers_in_another_form_of_the_questions_word_is_read_f
 )
 def test_word_forms_compare_equal(forms):
     assert len({word_root(w) for w in forms}) == 1, [word_root(w) for w in forms]
+
+
+def test_word_roots_are_right_when_many_questions_stem_at_once():
+    # a Snowball stemmer keeps the word it works on in itself: shared between threads it gave wrong roots and
+    # raised IndexError (two questions at once in the UI)
+    import itertools
+    import threading
+
+    import snowballstemmer
+
+    forms = ["".join(p) + end for p in itertools.product("abcdefg", repeat=4) for end in ("ations", "ing", "ness")]
+    alone = snowballstemmer.stemmer("english")
+    expected = {w: alone.stemWord(w) for w in forms}
+    word_root.cache_clear()
+    wrong: list[str] = []
+    failed: list[BaseException] = []
+
+    def stem_all(words: list[str]) -> None:
+        try:
+            wrong.extend(w for w in words if word_root(w) != expected[w])
+        except Exception as e:  # noqa: BLE001 - what a thread raises is the finding
+            failed.append(e)
+
+    threads = [threading.Thread(target=stem_all, args=(forms[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failed and not wrong, (failed[:1], wrong[:5])
