@@ -87,7 +87,9 @@ def test_the_judge_reads_the_drafts_prompt_too_and_the_draft_is_unchanged(seeded
         assert reads == [], "the draft's prompt was read again"
         assert first + "".join(pieces) == written and "Nuland" in written
         assert reads and set(reads) == {1}, "after the first token, one token is read at a time"
-        assert generator.last_usage["completion_tokens"] == len(reads)  # each written token read, to the end
+        # each written token is read to write the next, except a last one written at the token limit
+        written_tokens = generator.last_usage["completion_tokens"]
+        assert len(reads) == (written_tokens - 1 if written_tokens == 128 else written_tokens), written
     finally:
         del generator.llm.eval
     assert both == pytest.approx(alone, abs=0.05)  # another order of sums in attention: rounding only
