@@ -3,14 +3,15 @@
     python eval/fit_decline.py [--llm-model NAME_OR_GGUF] [--out FILE]
 
 One command, live, with the pipeline as it is now: indexes the 600 ClapNQ dev passages (../shared/bench/clapnq,
-or --bench) with your settings, asks each of the 60 calibration questions (qa/data/clapnq_calibration_ids.txt,
-which `qa eval-clapnq` never asks) through `Assistant.ask` with the judge stage recording its inputs (P(yes), best
-dense cosine, word overlap) and never declining, so every question also gets a draft and its citation checks.
+or --bench) with your settings, asks each of the 180 held-apart questions (the 60 of
+qa/data/clapnq_calibration_ids.txt and the 120 of qa/data/clapnq_fit_ids.txt, which `qa eval-clapnq` never asks)
+through `Assistant.ask` with the judge stage recording its inputs (P(yes), best dense cosine, word overlap) and
+never declining, so every question also gets a draft and its citation checks.
 Then it fits a logistic model of "answerable" on the three signals and chooses one operating point: the most
 correct declines of the whole pipeline (gate, decision, the draft's own decline, the checks) with at most
 --max-false-declines (0.15) false declines on these questions. The entry goes to --out (default: your own
 <cache_dir>/decline_calibration.json, which qa reads before the shipped qa/data/decline_calibration.json), keyed
-by the model's SHA-256. About 5 s a question for the 1.5B model on 2 cores.
+by the model's SHA-256. About 5 s a question for the 1.5B model on 2 cores (15 minutes).
 
     python eval/fit_decline.py --refit eval/results/decline_features_qwen2.5-coder-1.5b.json --out FILE
         fits again from recorded features (no model run)
@@ -39,9 +40,9 @@ BENCH = ROOT.parent / "shared" / "bench" / "clapnq"
 
 def record(settings, bench: Path, log=print) -> list[dict]:
     from qa.api import Assistant
-    from qa.evaluate import clapnq_calibration_ids, load_clapnq, write_beir_corpus
+    from qa.evaluate import clapnq_held_apart_ids, load_clapnq, write_beir_corpus
 
-    ids = {f"clapnq-{i}" for i in clapnq_calibration_ids()}
+    ids = {f"clapnq-{i}" for i in clapnq_held_apart_ids()}
     passages, questions = load_clapnq(bench)
     questions = [q for q in questions if q.id in ids]
     assistant = Assistant(settings)

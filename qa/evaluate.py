@@ -527,10 +527,15 @@ def run_beir(
 
 
 CALIBRATION_IDS = "clapnq_calibration_ids.txt"
+# 120 more questions for fitting the decline decision only (session 12): 60 were too few to weigh its three
+# signals (eval/draft_signal.py). Chosen at random among the questions outside `qa eval-clapnq --per-half 50`'s
+# sample, and, like the 60, never asked by `run_clapnq`.
+FIT_IDS = "clapnq_fit_ids.txt"
 
 
 def clapnq_calibration_ids(source: Traversable | Path | None = None) -> set[str]:
     """The ClapNQ question ids used to choose the prompt and the judge threshold, which `run_clapnq` never asks.
+    They also fix which questions `--per-half` samples (it samples among the others).
 
     They ship with the package (qa/data/); a missing or empty list is an error, since without it the
     calibration questions would silently be scored."""
@@ -546,6 +551,12 @@ def clapnq_calibration_ids(source: Traversable | Path | None = None) -> set[str]
     if not ids:
         raise BenchmarkError(f"{source}: no ClapNQ calibration question ids in the file")
     return ids
+
+
+def clapnq_held_apart_ids() -> set[str]:
+    """Every ClapNQ question id that reports never ask: the calibration ids and the decline decision's extra
+    fitting ids (eval/fit_decline.py fits on all of them)."""
+    return clapnq_calibration_ids() | clapnq_calibration_ids(resources.files("qa") / "data" / FIT_IDS)
 
 
 def gold_passage_cited(items: list[dict]) -> float | None:
@@ -569,7 +580,8 @@ def run_clapnq(
 
     Returns {"summary", "items"} as run_eval does, with gold_passage_cited added and answer_accuracy dropped
     (ClapNQ's gold answers are long sentences: token F1 is the measure)."""
-    passages, questions = load_clapnq(folder, per_half, exclude=clapnq_calibration_ids())
+    calibration = clapnq_calibration_ids()
+    passages, questions = load_clapnq(folder, per_half, exclude=calibration, never=clapnq_held_apart_ids())
     write_beir_corpus({name.removesuffix(".txt"): tp for name, tp in passages.items()}, corpus)
     report = assistant.ingest(corpus, progress=ingest_progress)
     if log:
@@ -593,10 +605,18 @@ def clapnq_summary(summary: dict, items: list[dict]) -> dict:
     return summary
 
 
-def load_clapnq(folder: Path, per_half: int | None = None, seed: int = 5, exclude: AbstractSet[str] = frozenset()):
+def load_clapnq(
+    folder: Path,
+    per_half: int | None = None,
+    seed: int = 5,
+    exclude: AbstractSet[str] = frozenset(),
+    never: AbstractSet[str] = frozenset(),
+):
     """(passages {file name: (title, text)}, questions) from ClapNQ dev: every passage, and `per_half`
     seeded questions from each of the answerable and unanswerable halves (all of them without it).
-    Questions in `exclude` (those used for calibration) are never asked; their passages stay in the corpus."""
+    Questions in `exclude` (those used for calibration) are never asked; their passages stay in the corpus.
+    Questions in `never` are not asked either, but leave the sample as it was: one that would have been drawn
+    is replaced by a further draw (so adding ids there keeps earlier reports' questions)."""
     import random
 
     passages: dict[str, tuple[str, str]] = {}
@@ -608,7 +628,14 @@ def load_clapnq(folder: Path, per_half: int | None = None, seed: int = 5, exclud
                 p = row["passages"][0]
                 passages[f"{row['id']}.txt"] = (p.get("title", ""), p["text"])
             rows_q = [r for r in rows if r["id"] not in exclude]
-            chosen = random.Random(seed).sample(rows_q, per_half) if per_half and per_half < len(rows_q) else rows_q
+            if per_half and per_half < len(rows_q):
+                rng = random.Random(seed)
+                drawn = rng.sample(rows_q, per_half)
+                chosen = [r for r in drawn if r["id"] not in never]
+                spare = [r for r in rows_q if r["id"] not in never and r not in drawn]
+                chosen += rng.sample(spare, min(len(spare), per_half - len(chosen)))
+            else:
+                chosen = [r for r in rows_q if r["id"] not in never]
             for row in chosen:
                 answers = [o["answer"] for o in row.get("output", []) if o.get("answer")] if answerable else []
                 gold = [f"{row['id']}.txt"] if answerable else []

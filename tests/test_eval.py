@@ -111,6 +111,8 @@ def test_ci_sized_evaluation_meets_its_floors(tmp_path):
     # hit@4 1.0 / 1.0, faithfulness 1.0 / 1.0, citation precision 0.889 / 0.60 (an Intel AVX-512 machine also
     # measured 0.60). Precision pools citations, and one answer (seed-01) cites seven sentences on AVX-512, five
     # of them from a file that states the same fact but is not in its gold list; 11 of 12 answers were identical.
+    # Since session 12's decline fit (180 held-apart questions) seed-62 is answered too: correct declines 0.5, the
+    # gate's two, which need no model.
     floors = [
         "answer_accuracy=0.6",
         "correct_declines=0.5",
@@ -205,8 +207,8 @@ def test_clapnq_subset_answers_and_declines_within_its_floors(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     data = json.loads(out.read_text())
     assert len(data["items"]) == 6 and sum(i["expected"]["answerable"] for i in data["items"]) == 3
-    calibration = evaluate.clapnq_calibration_ids()
-    assert not {i["id"].removeprefix("clapnq-") for i in data["items"]} & calibration
+    held_apart = evaluate.clapnq_held_apart_ids()
+    assert not {i["id"].removeprefix("clapnq-") for i in data["items"]} & held_apart
     assert "passages" in result.stderr and "600 passages" in result.stderr
 
     # qa.breakdown explains the run: every question is answered or declined by exactly one stage
@@ -227,6 +229,27 @@ def test_clapnq_subset_answers_and_declines_within_its_floors(tmp_path):
 def test_the_clapnq_calibration_ids_load_from_the_installed_package():
     ids = evaluate.clapnq_calibration_ids()
     assert len(ids) == 60 and all(re.fullmatch(r"-?\d+", i) for i in ids)
+    held_apart = evaluate.clapnq_held_apart_ids()
+    assert len(held_apart) == 180 and held_apart > ids
+
+
+@pytest.mark.skipif(not (BENCH / "clapnq").is_dir(), reason="needs ../shared/bench/clapnq beside the checkout")
+def test_ids_held_apart_for_fitting_are_never_asked_and_leave_earlier_reports_questions_alone():
+    """The decline decision's 120 extra fitting questions are never scored; `--per-half 50` still asks the same
+    100 questions as before they were set apart (reports stay comparable), and a sample that would have drawn
+    some gets others in their place, so `--per-half` always asks that many."""
+    calibration, held_apart = evaluate.clapnq_calibration_ids(), evaluate.clapnq_held_apart_ids()
+    for per_half in (3, 20, 50):
+        _, before = evaluate.load_clapnq(BENCH / "clapnq", per_half, exclude=calibration)
+        _, now = evaluate.load_clapnq(BENCH / "clapnq", per_half, exclude=calibration, never=held_apart)
+        asked = {q.id.removeprefix("clapnq-") for q in now}
+        assert len(now) == 2 * per_half and not asked & held_apart
+        kept = [q.id for q in before if q.id.removeprefix("clapnq-") not in held_apart]
+        assert set(kept) <= {q.id for q in now}
+        if per_half == 50:
+            assert [q.id for q in now] == [q.id for q in before]
+    _, everything = evaluate.load_clapnq(BENCH / "clapnq", exclude=calibration, never=held_apart)
+    assert len(everything) == 600 - 180
 
 
 def test_the_calibration_ids_are_package_data_in_the_wheel(tmp_path):
@@ -246,8 +269,8 @@ def test_the_calibration_ids_are_package_data_in_the_wheel(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     wheel = tmp_path / "dist" / done.stdout.split()[-1]
     with zipfile.ZipFile(wheel) as z:
-        shipped = z.read("qa/data/clapnq_calibration_ids.txt").decode()
-    assert set(shipped.split()) >= evaluate.clapnq_calibration_ids()
+        shipped = z.read("qa/data/clapnq_calibration_ids.txt").decode() + z.read("qa/data/clapnq_fit_ids.txt").decode()
+    assert set(shipped.split()) >= evaluate.clapnq_held_apart_ids()
 
 
 def test_missing_calibration_ids_are_an_error_naming_the_file(tmp_path, monkeypatch):
