@@ -30,10 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fit_decline import BENCH, choose_threshold, outcomes  # noqa: E402
+from fit_decline import BENCH, choose_threshold, judge_recorded, outcomes  # noqa: E402
 
-from qa import decide, stages  # noqa: E402
-from qa.decide import FEATURES, Decision  # noqa: E402
+from qa import decide  # noqa: E402
+from qa.decide import FEATURES  # noqa: E402
 
 SETS = {
     "judge alone": ("judge_logit",),
@@ -105,39 +105,15 @@ def record(settings, bench: Path, out: Path, splits: list[str], more: int = 60) 
     corpus = Path(settings.corpus)
     write_beir_corpus({name.removesuffix(".txt"): tp for name, tp in passages.items()}, corpus)
     print(f"indexing: {assistant.ingest(corpus).summary()}", flush=True)
-    assistant.decision = Decision("fitted", 0.0, (0.0, 0.0, 0.0), 0.0)  # records, never declines
-    seen: list[stages.Verdict] = []
-    real_judge = stages.judge
-
-    def recording_judge(*args, **kwargs):
-        verdict = real_judge(*args, **kwargs)
-        seen.append(verdict)
-        return verdict
-
-    stages.judge = recording_judge
     rows = []
-    for n, (q, split) in enumerate(questions, 1):
-        seen.clear()
-        assistant.generator.draft_logprobs = None
-        t = time.perf_counter()
-        answer = assistant.ask(q.question)
-        verdict = seen[0] if seen else None
-        lps = getattr(assistant.generator, "draft_logprobs", None)
-        row = {
-            "id": q.id,
-            "split": split,
-            "answerable": q.answerable,
-            "gate_passed": answer.declined_by != "relevance",
-            "p_yes": verdict.score if verdict else None,
-            "features": None if not verdict or not verdict.features else vars(verdict.features),
-            "downstream_declined": answer.abstained and answer.declined_by != "relevance",
-            "declined_by": answer.declined_by,
-            "logprobs": lps,
-            "answer": answer.text,
-        }
-        rows.append(row)
-        print(f"[{n}/{len(questions)}] {time.perf_counter() - t:.1f}s {q.id} {answer.declined_by} {len(lps or [])}")
-    stages.judge = real_judge
+    with judge_recorded(assistant) as ask:
+        for n, (q, split) in enumerate(questions, 1):
+            assistant.generator.draft_logprobs = None
+            t = time.perf_counter()
+            answer, row = ask(q)
+            lps = assistant.generator.draft_logprobs
+            rows.append({**row, "split": split, "logprobs": lps, "answer": answer.text})
+            print(f"[{n}/{len(questions)}] {time.perf_counter() - t:.1f}s {q.id} {answer.declined_by} {len(lps or [])}")
     assistant.store.close()
     out.write_text(json.dumps(rows, indent=1) + "\n")
 

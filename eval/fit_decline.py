@@ -25,6 +25,7 @@ import argparse
 import json
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from qa import decide, stages
@@ -49,8 +50,26 @@ def record(settings, bench: Path, log=print) -> list[dict]:
     corpus = Path(settings.corpus)
     write_beir_corpus({name.removesuffix(".txt"): tp for name, tp in passages.items()}, corpus)
     log(f"indexing {len(passages)} ClapNQ passages into {settings.vectorstore}: {assistant.ingest(corpus).summary()}")
-    # The judge stage records its inputs and never declines (a fitted decision with threshold 0), so every
-    # question also gets its draft and checks: the operating point is chosen for the whole pipeline.
+    rows = []
+    try:
+        with judge_recorded(assistant) as ask:
+            for n, q in enumerate(questions, 1):
+                t = time.perf_counter()
+                _, row = ask(q)
+                rows.append(row)
+                log(f"[{n}/{len(questions)}] {time.perf_counter() - t:.1f}s {json.dumps(row)}")
+    finally:
+        assistant.store.close()
+    if not any(r["features"] for r in rows):
+        raise SystemExit(f"model {settings.llm_model} did not judge (an API model has no judge): nothing to fit")
+    return rows
+
+
+@contextmanager
+def judge_recorded(assistant):
+    """Inside, the judge stage records its inputs and never declines (a fitted decision with threshold 0), so
+    every question also gets its draft and checks: the operating point is chosen for the whole pipeline. Yields
+    ask(question) -> (Answer, the row of signals and outcomes that fit() reads)."""
     assistant.decision = Decision("fitted", 0.0, (0.0, 0.0, 0.0), 0.0)
     seen: list[stages.Verdict] = []
     real_judge = stages.judge
@@ -60,32 +79,26 @@ def record(settings, bench: Path, log=print) -> list[dict]:
         seen.append(verdict)
         return verdict
 
+    def ask(q):
+        seen.clear()
+        answer = assistant.ask(q.question)
+        verdict = seen[0] if seen else None
+        return answer, {
+            "id": q.id,
+            "answerable": q.answerable,
+            "gate_passed": answer.declined_by != "relevance",
+            "p_yes": verdict.score if verdict else None,
+            "features": None if not verdict or not verdict.features else vars(verdict.features),
+            # what the draft and its checks did with the judge out of the way
+            "downstream_declined": answer.abstained and answer.declined_by != "relevance",
+            "declined_by": answer.declined_by,
+        }
+
     stages.judge = recording_judge
-    rows = []
     try:
-        for n, q in enumerate(questions, 1):
-            seen.clear()
-            t = time.perf_counter()
-            answer = assistant.ask(q.question)
-            verdict = seen[0] if seen else None
-            row = {
-                "id": q.id,
-                "answerable": q.answerable,
-                "gate_passed": answer.declined_by != "relevance",
-                "p_yes": verdict.score if verdict else None,
-                "features": None if not verdict or not verdict.features else vars(verdict.features),
-                # what the draft and its checks did with the judge out of the way
-                "downstream_declined": answer.abstained and answer.declined_by != "relevance",
-                "declined_by": answer.declined_by,
-            }
-            rows.append(row)
-            log(f"[{n}/{len(questions)}] {time.perf_counter() - t:.1f}s {json.dumps(row)}")
+        yield ask
     finally:
         stages.judge = real_judge
-        assistant.store.close()
-    if not any(r["features"] for r in rows):
-        raise SystemExit(f"model {settings.llm_model} did not judge (an API model has no judge): nothing to fit")
-    return rows
 
 
 # ---- fitting and the operating point ---------------------------------------------------------------------
