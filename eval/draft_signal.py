@@ -11,7 +11,7 @@ neighbouring fact together may not be).
 
 --record asks every question with the judge recording and never declining (as eval/fit_decline.py does), so
 every question gets a draft; it records the draft's token log-probabilities from the same greedy decoding the
-product uses (LlamaCppGenerator._greedy). --fit fits each feature set on the 60 calibration questions only,
+product uses (LlamaCppGenerator.keep_logprobs). --fit fits each feature set on the 60 calibration questions only,
 chooses the operating point there (most correct declines at <= 0.15 false declines of the whole pipeline) and
 applies it, unchanged, to the 100 test questions that `qa eval-clapnq --per-half 50` asks. It also fits
 subsets of the shipped signals, and, with `--splits more` recorded and `--fit-on calibration,more`, fits on 120
@@ -45,43 +45,9 @@ SETS = {
 }
 
 
-def _recording_greedy(self, ready, max_tokens):
-    """LlamaCppGenerator._greedy, token for token, also keeping each chosen token's log-probability."""
-    import codecs
-
-    import llama_cpp.llama_cpp as lib
-    import numpy as np
-
-    llm = self.llm
-    vocab, n_vocab = llm._model.vocab, llm.n_vocab()
-    text = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    self.last_usage = {"prompt_tokens": len(ready.tokens), "completion_tokens": 0}
-    self.draft_logprobs = []
-    logits = np.asarray(ready.draft_logits, dtype=np.float64)
-    token = int(np.argmax(logits))
-    written = 0
-    while written < max_tokens and not lib.llama_vocab_is_eog(vocab, token):
-        self.draft_logprobs.append(float(logits[token] - np.logaddexp.reduce(logits)))
-        written += 1
-        self.last_usage["completion_tokens"] = written
-        piece = text.decode(llm.detokenize([token]))
-        if piece:
-            yield piece
-        if written == max_tokens:
-            break
-        llm.eval([token])
-        logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,))
-        logits = np.asarray(logits, dtype=np.float64)
-        token = int(np.argmax(logits))
-    rest = text.decode(b"", final=True)
-    if rest:
-        yield rest
-
-
 def record(settings, bench: Path, out: Path, splits: list[str], more: int = 60) -> None:
     from qa.api import Assistant
     from qa.evaluate import clapnq_calibration_ids, load_clapnq, write_beir_corpus
-    from qa.generators.llama_cpp import LlamaCppGenerator
 
     calibration = clapnq_calibration_ids()
     passages, test = load_clapnq(bench, 50, exclude=calibration)
@@ -100,8 +66,8 @@ def record(settings, bench: Path, out: Path, splits: list[str], more: int = 60) 
         "more": extra,
     }
     questions = [(q, split) for split in splits for q in chosen[split]]
-    LlamaCppGenerator._greedy = _recording_greedy
     assistant = Assistant(settings)
+    assistant.generator.keep_logprobs = True
     corpus = Path(settings.corpus)
     write_beir_corpus({name.removesuffix(".txt"): tp for name, tp in passages.items()}, corpus)
     print(f"indexing: {assistant.ingest(corpus).summary()}", flush=True)

@@ -74,7 +74,8 @@ def test_the_judge_reads_the_drafts_prompt_too_and_the_draft_is_unchanged(seeded
     passages = seeded.ask(question).retrieved
     judge, draft = build_messages(question, passages, instruction=JUDGE_INSTRUCTION), build_messages(question, passages)
     alone = generator.yes_probability(judge)
-    written = generator.generate(draft, 128)
+    limit = 128
+    written = generator.generate(draft, limit)
     short = generator.generate(draft, 5)
 
     reads = []
@@ -82,14 +83,14 @@ def test_the_judge_reads_the_drafts_prompt_too_and_the_draft_is_unchanged(seeded
     generator.llm.eval = lambda tokens: (reads.append(len(tokens)), real_eval(tokens))[1]
     try:
         both = generator.yes_probability(judge, then=draft)
-        pieces = generator.stream(draft, 128)
+        pieces = generator.stream(draft, limit)
         first = next(pieces)
         assert reads == [], "the draft's prompt was read again"
         assert first + "".join(pieces) == written and "Nuland" in written
         assert reads and set(reads) == {1}, "after the first token, one token is read at a time"
         # each written token is read to write the next, except a last one written at the token limit
         written_tokens = generator.last_usage["completion_tokens"]
-        assert len(reads) == (written_tokens - 1 if written_tokens == 128 else written_tokens), written
+        assert len(reads) == (written_tokens - 1 if written_tokens == limit else written_tokens), written
     finally:
         del generator.llm.eval
     assert both == pytest.approx(alone, abs=0.05)  # another order of sums in attention: rounding only
@@ -97,6 +98,23 @@ def test_the_judge_reads_the_drafts_prompt_too_and_the_draft_is_unchanged(seeded
     assert generator.generate(draft, 5) == short  # the token limit holds as before
     generator.yes_probability(judge, then=draft)
     assert generator.generate(judge, 3) != ""  # other messages than announced: read as usual, not the draft
+
+
+def test_kept_log_probabilities_leave_the_draft_as_it_was(seeded):
+    """eval/draft_signal.py measures the draft's confidence from the product's own decoding: with the log-probs
+    kept, each written token has one, and the answer is the one written without them."""
+    question = "Who is the U.N. envoy in Iraq?"
+    generator = seeded.generator
+    plain = seeded.ask(question)
+    assert generator.draft_logprobs is None  # off by default
+    generator.keep_logprobs = True
+    try:
+        kept = seeded.ask(question)
+    finally:
+        generator.keep_logprobs = False
+    assert kept.raw == plain.raw and kept.text == plain.text
+    assert len(generator.draft_logprobs) == kept.usage["draft"]["completion_tokens"] > 0
+    assert all(lp <= 0 for lp in generator.draft_logprobs) and max(generator.draft_logprobs) > -0.1
 
 
 def test_prompt_tokens_counted_without_the_weights_match_the_answers_usage(seeded):

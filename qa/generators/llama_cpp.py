@@ -154,6 +154,11 @@ class LlamaCppGenerator:
         self.last_usage: dict[str, int] | None = None  # tokens read and written by the last call
         self._batch: Any = None  # a llama_batch for two sequences, made on first use
         self._ready: _Ready | None = None  # a draft whose prompt the last judgement already read
+        # For measurement (eval/draft_signal.py): the last draft's log-probability of each token goes to
+        # `draft_logprobs` (None for a draft not decoded by _greedy). Off in the product: a log-sum over the
+        # vocabulary per token.
+        self.keep_logprobs = False
+        self.draft_logprobs: list[float] | None = None
 
     @classmethod
     def shared(cls, settings: Settings) -> LlamaCppGenerator:
@@ -167,6 +172,7 @@ class LlamaCppGenerator:
     def stream(self, messages: list[Message], max_tokens: int, temperature: float = 0.0) -> Iterator[str]:
         with self.lock:
             ready, self._ready = self._ready, None
+            self.draft_logprobs = None  # only the greedy path below keeps them
             if ready is not None and temperature == 0 and ready.tokens == self._tokens_or_none(messages):
                 yield from self._greedy(ready, max_tokens)
                 return
@@ -302,9 +308,14 @@ class LlamaCppGenerator:
         vocab, n_vocab = llm._model.vocab, llm.n_vocab()
         text = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.last_usage = {"prompt_tokens": len(ready.tokens), "completion_tokens": 0}
-        token = int(np.argmax(ready.draft_logits))
+        self.draft_logprobs = [] if self.keep_logprobs else None
+        logits = ready.draft_logits
+        token = int(np.argmax(logits))
         written = 0
         while written < max_tokens and not lib.llama_vocab_is_eog(vocab, token):
+            if self.draft_logprobs is not None:
+                wide = np.asarray(logits, dtype=np.float64)
+                self.draft_logprobs.append(float(wide[token] - np.logaddexp.reduce(wide)))
             written += 1
             self.last_usage["completion_tokens"] = written
             piece = text.decode(llm.detokenize([token]))
@@ -313,7 +324,8 @@ class LlamaCppGenerator:
             if written == max_tokens:
                 break
             llm.eval([token])
-            token = int(np.argmax(np.ctypeslib.as_array(lib.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,))))
+            logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(llm._ctx.ctx, -1), shape=(n_vocab,))
+            token = int(np.argmax(logits))
         rest = text.decode(b"", final=True)
         if rest:
             yield rest
