@@ -580,8 +580,7 @@ def run_clapnq(
 
     Returns {"summary", "items"} as run_eval does, with gold_passage_cited added and answer_accuracy dropped
     (ClapNQ's gold answers are long sentences: token F1 is the measure)."""
-    calibration = clapnq_calibration_ids()
-    passages, questions = load_clapnq(folder, per_half, exclude=calibration, never=clapnq_held_apart_ids())
+    passages, questions = load_clapnq(folder, per_half, exclude=clapnq_calibration_ids(), never=clapnq_held_apart_ids())
     write_beir_corpus({name.removesuffix(".txt"): tp for name, tp in passages.items()}, corpus)
     report = assistant.ingest(corpus, progress=ingest_progress)
     if log:
@@ -632,7 +631,8 @@ def load_clapnq(
                 rng = random.Random(seed)
                 drawn = rng.sample(rows_q, per_half)
                 chosen = [r for r in drawn if r["id"] not in never]
-                spare = [r for r in rows_q if r["id"] not in never and r not in drawn]
+                taken = {r["id"] for r in drawn} | never
+                spare = [r for r in rows_q if r["id"] not in taken]
                 chosen += rng.sample(spare, min(len(spare), per_half - len(chosen)))
             else:
                 chosen = [r for r in rows_q if r["id"] not in never]
