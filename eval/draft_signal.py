@@ -14,8 +14,8 @@ every question gets a draft; it records the draft's token log-probabilities from
 product uses (LlamaCppGenerator.keep_logprobs). --fit fits each feature set on the 60 calibration questions only,
 chooses the operating point there (most correct declines at <= 0.15 false declines of the whole pipeline) and
 applies it, unchanged, to the 100 test questions that `qa eval-clapnq --per-half 50` asks. It also fits
-subsets of the shipped signals, and, with `--splits more` recorded and `--fit-on calibration,more`, fits on 120
-more held-apart questions (in neither set) to see what a larger calibration set would change.
+subsets of the shipped signals, and, with `--splits more` recorded and `--fit-on calibration,more`, fits on the
+120 more held-apart questions of qa/data/clapnq_fit_ids.txt, to see what a larger calibration set changes.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import random
 import sys
 import time
 from pathlib import Path
@@ -45,25 +44,18 @@ SETS = {
 }
 
 
-def record(settings, bench: Path, out: Path, splits: list[str], more: int = 60) -> None:
+def record(settings, bench: Path, out: Path, splits: list[str]) -> None:
     from qa.api import Assistant
-    from qa.evaluate import clapnq_calibration_ids, load_clapnq, write_beir_corpus
+    from qa.evaluate import clapnq_calibration_ids, clapnq_held_apart_ids, load_clapnq, write_beir_corpus
 
-    calibration = clapnq_calibration_ids()
-    passages, test = load_clapnq(bench, 50, exclude=calibration)
+    calibration, held_apart = clapnq_calibration_ids(), clapnq_held_apart_ids()
+    passages, test = load_clapnq(bench, 50, exclude=calibration, never=held_apart)  # what eval-clapnq asks
     _, every = load_clapnq(bench)
-    cal_ids = {f"clapnq-{i}" for i in calibration}
-    test_ids = {q.id for q in test}
-    # "more": `more` answerable and `more` unanswerable questions in neither set, to see what a larger
-    # calibration set would change
-    rest = [q for q in every if q.id not in cal_ids | test_ids]
-    extra = [
-        q for half in (True, False) for q in random.Random(12).sample([q for q in rest if q.answerable == half], more)
-    ]
     chosen = {
-        "calibration": [q for q in every if q.id in cal_ids],
+        "calibration": [q for q in every if q.id.removeprefix("clapnq-") in calibration],
         "test": test,
-        "more": extra,
+        # the 120 of qa/data/clapnq_fit_ids.txt (first drawn here, at random among the questions in neither set)
+        "more": [q for q in every if q.id.removeprefix("clapnq-") in held_apart - calibration],
     }
     questions = [(q, split) for split in splits for q in chosen[split]]
     assistant = Assistant(settings)
@@ -149,7 +141,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--record", type=Path, help="record features live into this file")
     parser.add_argument("--fit", type=Path, nargs="+", help="fit and report from recorded features")
     parser.add_argument("--splits", default="calibration,test", help="with --record: calibration, test, more")
-    parser.add_argument("--more", type=int, default=60, help="questions per half in the 'more' split")
     parser.add_argument("--fit-on", default="calibration", help="with --fit: the splits to fit on")
     parser.add_argument("--bench", type=Path, default=BENCH)
     parser.add_argument("--work", type=Path, default=Path("/tmp/draft-signal"))
@@ -158,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.record:
         settings = load_settings({"vectorstore": str(args.work / "index"), "corpus": str(args.work / "corpus")})
-        record(settings, args.bench, args.record, args.splits.split(","), args.more)
+        record(settings, args.bench, args.record, args.splits.split(","))
     if args.fit:
         results = report(args.fit, args.max_false_declines, tuple(args.fit_on.split(",")))
         if args.json:
