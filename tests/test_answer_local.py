@@ -100,6 +100,28 @@ def test_the_judge_reads_the_drafts_prompt_too_and_the_draft_is_unchanged(seeded
     assert generator.generate(judge, 3) != ""  # other messages than announced: read as usual, not the draft
 
 
+def test_a_draft_begins_with_words_never_with_a_source_marker(seeded):
+    """Small models copy the sources' layout and open with "[1] [2]" or "[1] (title)", which the checks can only
+    decline; a marker (or blank space) may not be a draft's first token, in both ways a draft is decoded: after
+    the judge (qa's own greedy loop) and on its own (llama-cpp-python's)."""
+    from qa.prompts import JUDGE_INSTRUCTION, build_messages
+
+    generator = seeded.generator
+    question = "Who is the U.N. envoy in Iraq?"
+    passages = seeded.ask(question).retrieved
+    # asked outright for markers only, the model writes something else first
+    draft = build_messages(question, passages, instruction="Reply with exactly this and nothing more: [1] [2]")
+    alone = generator.generate(draft, 24)
+    generator.yes_probability(build_messages(question, passages, instruction=JUDGE_INSTRUCTION), then=draft)
+    after_judge = generator.generate(draft, 24)
+    assert alone.strip() and after_judge.strip()
+    assert not alone.lstrip().startswith("[") and not after_judge.lstrip().startswith("["), (alone, after_judge)
+    assert alone == after_judge
+    # the bar is on the first token only: markers after the first words stay, as the prompt asks for them
+    answer = seeded.ask("How many members of the MEK did Albania offer to take in?")
+    assert "210" in answer.raw and "[1]" in answer.raw and not answer.raw.lstrip().startswith("["), answer.raw
+
+
 def test_kept_log_probabilities_leave_the_draft_as_it_was(seeded):
     """eval/draft_signal.py measures the draft's confidence from the product's own decoding: with the log-probs
     kept, each written token has one, and the answer is the one written without them."""
