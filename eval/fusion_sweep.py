@@ -3,18 +3,20 @@
 Each question's dense list (`store.search_dense(embedder.embed_query(q), n)`, cosine similarity) and keyword list
 (`store.search_keyword(q, n)`, BM25) are retrieved ONCE, n = 100 for SciFact and `settings.candidates` (30)
 otherwise, as `Retriever.search` fetches them; every variant fuses the same two lists in memory:
-  - rrf60: reciprocal rank fusion with k = 60, what `Retriever.search(q, k, "hybrid")` does (asserted: same chunks
+  - rrf{RRF_K} (rrf30 since session 13, rrf60 before): reciprocal rank fusion with qa's k, what
+    `Retriever.search(q, k, "hybrid")` does (asserted: same chunks
     in the same order with the same scores for the first questions of each set); rrf10/20/30: other k;
-  - wrrf-kw0.5/1.5/2.0: RRF (k = 60) with the keyword term weighted;
+  - rrf10/20/30/60 (other than qa's): other k;
+  - wrrf-kw0.5/1.5/2.0: RRF (qa's k) with the keyword term weighted;
   - convex-a0.3 ... a0.7: alpha * dense + (1 - alpha) * keyword, each score min-max normalised per query over its
     own list (a list whose scores are all equal gives 1.0); a chunk missing from one list gets 0 for that part;
   - dense, keyword: one list alone.
 
-Where a variant is CHOSEN (ties keep rrf60, the current fusion):
+Where a variant is CHOSEN (ties keep the current fusion):
   - SciFact (BEIR test split, all 5,183 documents, 300 queries; nDCG@10 at document level, a document ranked by its
     first chunk as qa.evaluate.beir_scores does): 2-fold cross-validation, the queries split by SPLIT_SEED into
     halves A and B; the variant best on A is scored on B and the one best on B on A, and their size-weighted mean
-    is the cross-validated nDCG@10, compared with rrf60's nDCG@10 on all queries.
+    is the cross-validated nDCG@10, compared with the current fusion's nDCG@10 on all queries.
   - ClapNQ calibration ids (the 30 answerable of qa/data/clapnq_calibration_ids.txt): by mean answer_token_recall
     of the top 8 chunks (the context_chunks the answer path reads), then gold-passage hit@8.
 Only REPORTED (never chosen on): a seeded sample of 100 other answerable ClapNQ questions (the same sample as
@@ -64,9 +66,9 @@ BENCH = ROOT.parent / "shared" / "bench"
 SCIFACT_DEPTH = 100  # per list, for SciFact (beir_scores ranks documents from a deep list)
 TOP = (4, 8)  # top_k (whole chunks) and context_chunks (what the context stage reads)
 SPLIT_SEED = 29  # SciFact halves A and B
-CHECKED = 5  # questions per set on which the in-memory rrf60 is asserted to equal Retriever.search
+CHECKED = 5  # questions per set on which the in-memory current fusion is asserted to equal Retriever.search
 BOOTSTRAP = 2000
-CURRENT = "rrf60"
+CURRENT = f"rrf{RRF_K}"
 
 
 @dataclass
@@ -106,7 +108,7 @@ def convex(c: Candidates, alpha: float) -> list[tuple[Chunk, float]]:
 
 VARIANTS: dict[str, Callable[[Candidates], list[tuple[Chunk, float]]]] = {
     CURRENT: rrf,  # first: ties in a choice keep it
-    **{f"rrf{k}": partial(rrf, k=k) for k in (10, 20, 30)},
+    **{f"rrf{k}": partial(rrf, k=k) for k in (10, 20, 30, 60) if k != RRF_K},
     **{f"wrrf-kw{w}": partial(rrf, keyword_weight=w) for w in (0.5, 1.5, 2.0)},
     **{f"convex-a{a}": partial(convex, alpha=a) for a in (0.3, 0.4, 0.5, 0.6, 0.7)},
     "dense": lambda c: [(h.chunk, h.score) for h in c.dense],
@@ -122,7 +124,8 @@ def ranked_chunks(c: Candidates) -> dict[str, list[Chunk]]:
 
 
 def candidates(assistant: Assistant, questions: list[str], depth: int) -> dict[str, Candidates]:
-    """Both lists per question, then the in-memory rrf60 checked against Retriever.search on the first few."""
+    """Both lists per question, then the in-memory current fusion checked against Retriever.search on the first
+    few."""
     store, embedder = assistant.store, assistant.embedder
     found = {
         q: Candidates(store.search_dense(embedder.embed_query(q), depth), store.search_keyword(q, depth))
@@ -132,7 +135,7 @@ def candidates(assistant: Assistant, questions: list[str], depth: int) -> dict[s
     for q in questions[:CHECKED]:
         mine = [(ch.id, s) for ch, s in rrf(found[q])[:k]]
         theirs = [(p.chunk.id, p.score) for p in assistant.retriever.search(q, k, "hybrid")]
-        assert mine == theirs, f"rrf60 does not reproduce Retriever.search for {q!r}"
+        assert mine == theirs, f"{CURRENT} does not reproduce Retriever.search for {q!r}"
     return found
 
 
@@ -162,7 +165,7 @@ def scifact(work: Path, folder: Path, embedder=None) -> tuple[dict, dict, Assist
             "ndcg@10": mean(scores),
             "ndcg@10_A": mean(a),
             "ndcg@10_B": mean(b),
-            "vs_rrf60": paired(scores, per_query[CURRENT]),
+            "vs_current": paired(scores, per_query[CURRENT]),
         }
     best_a = max(rows, key=lambda n: rows[n]["ndcg@10_A"])
     best_b = max(rows, key=lambda n: rows[n]["ndcg@10_B"])
@@ -177,7 +180,7 @@ def scifact(work: Path, folder: Path, embedder=None) -> tuple[dict, dict, Assist
         "chosen_on_B": best_b,
         "its_ndcg@10_on_A": rows[best_b]["ndcg@10_A"],
         "cross_validated_ndcg@10": round(cross, 4),
-        "rrf60_ndcg@10": rows[CURRENT]["ndcg@10"],
+        "current_ndcg@10": rows[CURRENT]["ndcg@10"],
     }
     return rows, choice, assistant
 
@@ -207,7 +210,7 @@ def clapnq(work: Path, folder: Path, embedder) -> dict[str, dict]:
             name: {
                 "n": len(items),
                 **{metric: mean(values) for metric, values in m.items()},
-                "vs_rrf60_recall@8": paired(m["recall@8"], per_query[CURRENT]["recall@8"]),
+                "vs_current_recall@8": paired(m["recall@8"], per_query[CURRENT]["recall@8"]),
             }
             for name, m in per_query.items()
         }
@@ -311,7 +314,7 @@ def main() -> None:
     cal_choice = choose_clapnq(clap["clapnq-calibration"])
     print(table(results))
     print(f"\nSciFact 2-fold: {json.dumps(sci_choice)}")
-    print(f"ClapNQ calibration choice (recall@8, then hit@8; ties keep rrf60): {cal_choice}")
+    print(f"ClapNQ calibration choice (recall@8, then hit@8; ties keep {CURRENT}): {cal_choice}")
     ranks = ", ".join(f"{name} {r['rank']}" for name, r in seed27.items())
     print(f"seed-27, rank of the first chunk holding its answer: {ranks}")
     elapsed = time.perf_counter() - started
