@@ -5,7 +5,7 @@ Each question's dense list (`store.search_dense(embedder.embed_query(q), n)`, co
 otherwise, as `Retriever.search` fetches them; every variant fuses the same two lists in memory:
   - rrf{RRF_K} (rrf30 since session 13, rrf60 before): reciprocal rank fusion with qa's k, what
     `Retriever.search(q, k, "hybrid")` does (asserted: same chunks
-    in the same order with the same scores for the first questions of each set); rrf10/20/30: other k;
+    in the same order with the same scores for the first questions of each set);
   - rrf10/20/30/60 (other than qa's): other k;
   - wrrf-kw0.5/1.5/2.0: RRF (qa's k) with the keyword term weighted;
   - convex-a0.3 ... a0.7: alpha * dense + (1 - alpha) * keyword, each score min-max normalised per query over its
