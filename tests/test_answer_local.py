@@ -50,7 +50,9 @@ def test_a_seed_question_gets_a_correct_cited_answer(seeded):
 
 def test_flash_attention_gives_the_same_cited_answer(seeded):
     """`llm_flash_attn` loads the model with llama.cpp's flash-attention kernel (its own instance): the answer
-    and its citation stay, and the judge's P(yes) moves by rounding only."""
+    and the file it cites stay, and the judge's P(yes) moves by rounding only. The kernel rounds differently, so
+    a greedy draft may go on for another sentence on one and stop on the other (seen in session 13: one citation
+    of the file against two)."""
     question = "How many members of the MEK did Albania offer to take in?"
     fast = Assistant(seeded.settings.replace(llm_flash_attn=True))
     try:
@@ -58,7 +60,7 @@ def test_flash_attention_gives_the_same_cited_answer(seeded):
         assert fast.generator is not seeded.generator
         assert not answer.abstained and "210" in answer.text, answer.raw
         assert_citations_are_real(answer, seeded.settings.corpus)
-        assert [c.source for c in answer.citations] == [c.source for c in before.citations]
+        assert {c.source for c in answer.citations} == {c.source for c in before.citations}
         assert answer.judge == pytest.approx(before.judge, abs=0.05)
     finally:
         fast.store.close()

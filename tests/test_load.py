@@ -31,22 +31,23 @@ pytestmark = pytest.mark.slow
 
 USERS = 8
 QUESTIONS_PER_USER = 2
-# Seed questions the 0.5B model answers correctly with the settings below (each with its own expected answer).
-# User k asks the k-th and the (k+8)-th, so no two users share a question.
+# Seed questions the 0.5B model answers correctly with the settings below (each with its own expected answer),
+# chosen again in session 13 from a `qa eval` with these settings (19 of 56 right), after a draft's first token
+# stopped being a source marker. User k asks the k-th and the (k+8)-th, so no two users share a question.
 QUESTION_IDS = [
-    "seed-01",
-    "seed-03",
+    "seed-02",
     "seed-04",
+    "seed-05",
     "seed-07",
     "seed-08",
-    "seed-09",
+    "seed-10",
     "seed-12",
     "seed-16",
-    "seed-17",
+    "seed-18",
     "seed-21",
-    "seed-29",
+    "seed-24",
     "seed-33",
-    "seed-37",
+    "seed-38",
     "seed-41",
     "seed-44",
     "seed-46",
