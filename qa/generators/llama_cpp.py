@@ -159,8 +159,8 @@ class LlamaCppGenerator:
         # vocabulary per token.
         self.keep_logprobs = False
         self.draft_logprobs: list[float] | None = None
-        self._not_first: Any = None
-        self._opening_mask()  # 0.4 s for Qwen's 152k tokens: at load, not in the first answer's time
+        # token ids a draft may not begin with: found at load (0.4 s for Qwen's 152k), not in the first answer's time
+        self._not_first = self._opening_tokens()
 
     @classmethod
     def shared(cls, settings: Settings) -> LlamaCppGenerator:
@@ -312,8 +312,7 @@ class LlamaCppGenerator:
         text = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.last_usage = {"prompt_tokens": len(ready.tokens), "completion_tokens": 0}
         self.draft_logprobs = [] if self.keep_logprobs else None
-        logits = ready.draft_logits.copy()
-        logits[self._opening_mask()] = -np.inf
+        logits = self._barred_opening(ready.draft_logits)
         token = int(np.argmax(logits))
         written = 0
         while written < max_tokens and not lib.llama_vocab_is_eog(vocab, token):
@@ -334,7 +333,7 @@ class LlamaCppGenerator:
         if rest:
             yield rest
 
-    def _opening_mask(self) -> Any:
+    def _opening_tokens(self) -> Any:
         """The tokens an answer may not begin with: a source marker ("[", "[1", " [") or blank space.
 
         Small models imitate the prompt's layout ("[1] (title)" before each source) and open with markers. The
@@ -344,31 +343,32 @@ class LlamaCppGenerator:
         import llama_cpp.llama_cpp as lib
         import numpy as np
 
-        if self._not_first is None:  # the token ids, once per model
-            llm, vocab = self.llm, self.llm._model.vocab
-            barred = []
-            for token in range(llm.n_vocab()):
-                if lib.llama_vocab_is_eog(vocab, token):
-                    continue  # ending at once stays possible: it reads as no answer
-                text = llm.detokenize([token]).decode("utf-8", errors="ignore")
-                if not text.strip() or text.lstrip().startswith("["):
-                    barred.append(token)
-            self._not_first = np.array(barred, dtype=np.intp)
-        return self._not_first
+        llm, vocab = self.llm, self.llm._model.vocab
+        barred = []
+        for token in range(llm.n_vocab()):
+            if lib.llama_vocab_is_eog(vocab, token):
+                continue  # ending at once stays possible: it reads as no answer
+            text = llm.detokenize([token]).decode("utf-8", errors="ignore")
+            if not text.strip() or text.lstrip().startswith("["):
+                barred.append(token)
+        return np.array(barred, dtype=np.intp)
 
-    def _opening_processor(self) -> Callable[[Any, Any], Any]:
-        """`_opening_mask` as a llama-cpp-python logits processor: on the first token written only."""
+    def _barred_opening(self, logits: Any) -> Any:
+        """A copy of a draft's first logits in which no token of `_opening_tokens` can win."""
         import numpy as np
 
-        barred, first = self._opening_mask(), []
+        logits = logits.copy()
+        logits[self._not_first] = -np.inf
+        return logits
+
+    def _opening_processor(self) -> Callable[[Any, Any], Any]:
+        """`_barred_opening` as a llama-cpp-python logits processor: on the first token written only."""
+        first: list[int] = []  # the length of the prompt, seen on the first call
 
         def processor(input_ids: Any, scores: Any) -> Any:
             if not first:
                 first.append(len(input_ids))
-            if len(input_ids) == first[0]:
-                scores = scores.copy()
-                scores[barred] = -np.inf
-            return scores
+            return self._barred_opening(scores) if len(input_ids) == first[0] else scores
 
         return processor
 
