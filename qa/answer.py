@@ -218,6 +218,11 @@ def _opens_with_name(first: str, lower: set[str]) -> bool:
 def _tokens(sentence: str, lower: set[str]) -> list[tuple[str, str]]:
     """(stem, kind) for each content word of `sentence`, kind "num" (a number, a month, a number word), "name"
     (capitalised, the first word only when `_opens_with_name`) or "word"."""
+    return [(t, k) for t, k, _ in _placed_tokens(sentence, lower)]
+
+
+def _placed_tokens(sentence: str, lower: set[str]) -> list[tuple[str, str, tuple[int, int]]]:
+    """`_tokens` with where each word stands in `sentence` (start, end)."""
     out = []
     for i, m in enumerate(_TOKEN.finditer(sentence)):
         raw = m.group()
@@ -225,12 +230,22 @@ def _tokens(sentence: str, lower: set[str]) -> list[tuple[str, str]]:
         if low in CHECK_STOP or (len(low) == 1 and not low.isdigit()):
             continue
         if raw[0].isdigit() or low in _NUMBER_WORDS or (raw[0].isupper() and low in _MONTHS):
-            out.append((low, "num"))
+            out.append((low, "num", m.span()))
         elif raw[0].isupper() and (i > 0 or _opens_with_name(raw, lower)):
-            out.append((stem(low), "name"))
+            out.append((stem(low), "name", m.span()))
         else:
-            out.append((stem(low), "word"))
+            out.append((stem(low), "word", m.span()))
     return out
+
+
+def _compounds(text: str, lower: set[str]) -> list[tuple[str, str]]:
+    """Pairs of content words written next to each other, nothing but space between ("foreign minister")."""
+    placed = _placed_tokens(text, lower)
+    return [
+        (a, b)
+        for (a, _, (_, end)), (b, _, (start, _)) in zip(placed, placed[1:], strict=False)
+        if not text[end:start].strip()
+    ]
 
 
 def _asked(question: str) -> set[str]:
@@ -322,6 +337,54 @@ def swapped_fact(sentence: str, passage_text: str, question: str = "") -> str | 
     return None
 
 
+def mistitled(sentence: str, passage_text: str, question: str = "") -> str | None:
+    """A name the sentence adds that the passage titles as something other than what the question asks for, or
+    None. "Albania's foreign minister is Sali Berisha" against "Albanian Prime Minister Sali Berisha" -> "berisha
+    sali": the question's "foreign minister" and the passage's title "Prime Minister" end in the same word with
+    another word before it, one the question does not have.
+
+    Only a title written in front of the name (a run of capitalised words) counts, and only a differing word right
+    before a word the question shares; a title the passage does not give ("Gobadi of the Council") is no evidence
+    either way, and a passage that titles the name as asked clears it."""
+    lower = _lower_words(passage_text)
+    asked = {t for t, _ in _tokens(question, set())}
+    # each of the question's words with the words written right before it ("minister" -> {"foreign"})
+    before: dict[str, set[str]] = {}
+    for a, b in _compounds(question, set()):
+        before.setdefault(b, set()).add(a)
+    claim = _tokens(sentence, lower)
+    names = [g for _, _, g in _facts(claim, "name") if not _same_fact(g, asked)]
+    spans = split_sentences(passage_text) or [(0, len(passage_text))]
+    # a title stands right before its name, never across a comma ("... Kobler, Prime Minister Sali Berisha")
+    clauses = [c for a, b in spans for c in re.split(r"[,;:()\"“”]", passage_text[a:b])]
+    for name in names:
+        conflict, agree = set(), set()  # the question's words the passage titles the name with otherwise / as asked
+        for clause in clauses:
+            placed = _placed_tokens(clause, lower)
+            joined = set(_compounds(clause, lower))
+            for run in _runs([(t, k) for t, k, _ in placed]):
+                at = [i for i, t in enumerate(run) if _same_fact(name, {t})]
+                if not at or not all(_same_fact(frozenset({w}), set(run)) for w in name):
+                    continue
+                title = run[: at[0]]
+                for modifier, head in zip(title, title[1:], strict=False):
+                    if head not in before or head in name or (modifier, head) not in joined:
+                        continue
+                    # "Albanian" for "Albania's": a word's other forms count as the word (`_same_fact`)
+                    if _same_fact(frozenset({modifier}), before[head]):
+                        agree.add(head)
+                    elif not _same_fact(frozenset({modifier}), asked):
+                        conflict.add(head)
+        if conflict - agree:
+            return " ".join(sorted(name))
+    return None
+
+
+def _runs(tokens: list[tuple[str, str]]) -> list[list[str]]:
+    """The runs of capitalised words of a sentence's tokens, each in order ("albanian prime minist sali berisha")."""
+    return [[t for t, _ in tokens[a : b + 1]] for a, b, _ in _facts(tokens, "name")]
+
+
 def support(sentence: str, passage_text: str, question: str = "") -> float:
     """How well a passage backs a sentence, 0..1. Zero when a number or name the sentence adds is missing.
 
@@ -348,6 +411,8 @@ def support(sentence: str, passage_text: str, question: str = "") -> float:
         return 0.0  # restating the question answers nothing
     if swapped_fact(sentence, passage_text, question):
         return 0.0  # every word is in the passage, but a number or name is bound to something else there
+    if mistitled(sentence, passage_text, question):
+        return 0.0  # the passage names someone, but as the holder of another office than the one asked about
     if len(new) < SHORT_ANSWER_WORDS:
         # a short answer: the passage must also be about what was asked
         return min(len(new & have) / len(new), SHORT_ANSWER_TOPIC_FACTOR * len(asked & have) / max(1, len(asked)))

@@ -171,6 +171,40 @@ def test_a_sentence_opening_with_the_wrong_name_is_not_supported():
     assert answer.text == "Iran offered asylum to the group's members [1]."
 
 
+OFFER = (
+    "Albanian Prime Minister Sali Berisha made the offer after meeting with U.S. Deputy Assistant Secretary of State "
+    "Barbara Leaf, U.N. envoy in Iraq Martin Kobler, and other officials."
+)
+
+
+@pytest.mark.parametrize(
+    ("question", "raw"),
+    [
+        ("What is the name of Albania's foreign minister?", "Albania's foreign minister is Sali Berisha [1]."),
+        ("Which Deputy Secretary of State did Martin Kobler meet?", "Martin Kobler met Barbara Leaf [1]."),
+    ],
+)
+def test_a_name_the_passage_titles_as_another_office_than_asked_is_declined(question, raw):
+    """Every word is in the passage, but it makes Berisha prime minister, not foreign minister, and Leaf a deputy
+    assistant secretary: the office asked about is not the one the passage gives the name."""
+    answer = check_answer(question, raw, made_up(OFFER))
+    assert answer.abstained and answer.declined_by == "checks", answer.text
+
+
+@pytest.mark.parametrize(
+    ("question", "raw"),
+    [
+        ("Who is Albania's prime minister?", "Albania's prime minister is Sali Berisha [1]."),
+        ("Which Deputy Assistant Secretary of State did Kobler meet?", "Kobler met Barbara Leaf [1]."),
+        ("Which U.S. official did Berisha meet?", "Berisha met Barbara Leaf [1]."),  # no office asked: no conflict
+        ("Who is the U.N. envoy in Iraq?", "The U.N. envoy in Iraq is Martin Kobler [1]."),  # the title follows
+    ],
+)
+def test_a_name_titled_as_asked_or_untitled_is_answered(question, raw):
+    answer = check_answer(question, raw, made_up(OFFER))
+    assert not answer.abstained and answer.text == raw
+
+
 def test_a_name_in_the_passages_other_spelling_still_passes():
     passage = "The Mujahadin-e Khalq (MEK) rejected Albania's offer on Monday."
     answer = check_answer(
