@@ -370,6 +370,17 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, ensure_ascii=False, indent=2))
 
 
+# A benchmark ingests its own documents, so it gets an index of its own beside the one `qa ingest` built (and a
+# collection of its own on a Chroma server): running `qa eval-clapnq` once replaced a user's index with ClapNQ.
+BENCH_INDEX = {"eval-beir": "beir", "eval-clapnq": "clapnq"}
+
+
+def _bench_settings(settings: Settings, name: str) -> Settings:
+    index = Path(settings.vectorstore)
+    own = index.parent / f"{index.name}-{name}"
+    return settings.replace(vectorstore=own, collection=f"{settings.collection}_{name}")
+
+
 def _bench_corpus(assistant) -> Path:
     """A benchmark's documents become files of a corpus folder next to its index, so the real ingest is measured."""
     index = Path(assistant.settings.vectorstore)
@@ -464,7 +475,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
         if getattr(args, "path", None) and args.command == "ingest":
             overrides["corpus"] = str(Path(args.path))
-        assistant = Assistant(load_settings(overrides))
+        settings = load_settings(overrides)
+        if args.command in BENCH_INDEX:
+            settings = _bench_settings(settings, BENCH_INDEX[args.command])
+        assistant = Assistant(settings)
         code = COMMANDS[args.command](args, assistant)
         sys.stdout.flush()  # a reader that has gone away (`qa status | head -1`) shows here, not at exit
         return code

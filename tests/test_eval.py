@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -183,7 +184,12 @@ def test_clapnq_subset_answers_and_declines_within_its_floors(tmp_path):
     """All 600 ClapNQ dev passages indexed; a fixed seeded 3 answerable + 3 unanswerable questions asked.
 
     The floors are loose on purpose (6 questions): they catch a broken decline path or lost citations, not a
-    point of accuracy. The full run is `qa eval-clapnq` without --per-half (README)."""
+    point of accuracy. The full run is `qa eval-clapnq` without --per-half (README). It indexes ClapNQ beside
+    the user's index, which stays as it was."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    shutil.copy(ROOT / "seeds" / "001_67768c06cffa3221.txt", mine)
+    assert run_qa("ingest", str(mine), "--vectorstore", str(tmp_path / "index")).returncode == 0
     out = tmp_path / "clapnq.json"
     result = run_qa(
         "eval-clapnq",
@@ -210,6 +216,8 @@ def test_clapnq_subset_answers_and_declines_within_its_floors(tmp_path):
     held_apart = evaluate.clapnq_held_apart_ids()
     assert not {i["id"].removeprefix("clapnq-") for i in data["items"]} & held_apart
     assert "passages" in result.stderr and "600 passages" in result.stderr
+    status = json.loads(run_qa("status", "--json", "--vectorstore", str(tmp_path / "index")).stdout)
+    assert status["files"] == 1 and [d["source"] for d in status["documents"]] == ["001_67768c06cffa3221.txt"]
 
     # qa.breakdown explains the run: every question is answered or declined by exactly one stage
     shown = subprocess.run(
