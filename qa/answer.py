@@ -144,6 +144,11 @@ _NAMED_ATTRIBUTION = [
 # Left over when a model's attribution lost its object: "as stated in ,, and", "according to ,".
 # `_tidy` collapses runs of white space first, so its `\s*` are short; a run of commas is tried from its first comma
 # only, also when single spaces part them (", , ,": quadratic before, 0.6 s at 8,000; the same matches).
+# A reply that opens with a source's number and then its marker ("1 [1] 8 dead and ..."): the model copied the
+# prompt's "[1] (title)" layout, and the first-token bar (qa/generators/llama_cpp.py) kept only the bracket off.
+# The bare number is the marker's echo, not a claim; left in, the checks decline the sentence for a "1" that no
+# passage holds (seed-14 in session 13).
+_ECHOED_MARKER = re.compile(r"\A\s*(\d)\s*(?=\[\1\])")
 _DANGLING = re.compile(
     rf"\s*,?\s*{_ATTRIBUTING}\s*(?=[,.;:!?]|$)|(?<!,)(?<!,\s)(?:\s*,)++\s*(?:and\s*)?(?=[.!?]|$)", _I
 )
@@ -553,7 +558,7 @@ def best_quote(sentence: str, passage_text: str) -> tuple[int, int]:
 def check_answer(question: str, raw: str, passages: list[Passage]) -> Answer:
     """Turn the model's raw reply into an Answer whose every citation has been verified."""
     answer = Answer(question=question, text="", abstained=False, retrieved=passages, raw=raw)
-    reply = raw.strip()
+    reply = _ECHOED_MARKER.sub("", raw.strip())
     if not reply or DECLINE_PHRASE.search(reply):
         return declined(answer, "model")
     kept_sentences: list[str] = []

@@ -152,6 +152,18 @@ def test_a_number_bound_to_other_words_in_the_passage_is_a_swapped_fact():
     assert not answer.abstained and answer.text == "About 100 people were injured in the rocket strike [1]."
 
 
+def test_a_sources_number_echoed_before_its_marker_is_not_a_claim():
+    """Kept from opening with "[", the model wrote "1 [1] 8 dead ...": the "1" is the marker's echo, and the answer
+    is the rest. A number before another source's marker is a claim as before, checked as one."""
+    q = "How many people were killed in the strike?"
+    answer = check_answer(q, "1 [1] 8 dead and about 100 injured.", made_up(STRIKE))
+    assert answer.text == "8 dead and about 100 injured [1]."
+    answer = check_answer(q, "1 [2] 8 dead and about 100 injured.", made_up(STRIKE, LIBRARY))
+    assert answer.abstained  # "1 ... 8 dead" is in neither passage
+    answer = check_answer(q, "8 [1] people died.", made_up(STRIKE))
+    assert answer.text == "8 people died [1]."
+
+
 def test_a_number_said_in_other_words_than_the_passage_still_passes():
     answer = check_answer(
         "How many people were killed in the strike?", "8 people were killed in the strike [1].", made_up(STRIKE)
