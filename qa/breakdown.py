@@ -157,12 +157,12 @@ def write_time_chart(runs: dict[str, list[dict[str, float]]], path: Path) -> Non
     each.set(ylabel="seconds", title="Each answer, shortest to longest")
     for i, rows in enumerate(runs.values()):
         med = stage_medians(rows)
-        bottom = 0.0
+        base = 0.0
         for stage, colour in zip(TIME_STAGES, _COLOURS, strict=True):
-            medians.bar(i, med[stage], 0.6, bottom=bottom, color=colour, label=stage if i == 0 else None)
-            bottom += med[stage]
+            medians.bar(i, med[stage], 0.6, bottom=base, color=colour, label=stage if i == 0 else None)
+            base += med[stage]
         total = statistics.median(sum(r.values()) for r in rows)
-        medians.annotate(f"{total:.1f} s", (i, bottom), ha="center", va="bottom", fontsize=8)
+        medians.annotate(f"{total:.1f} s", (i, base), ha="center", va="bottom", fontsize=8)
     medians.set_xticks(range(len(runs)), list(runs), fontsize=8)
     medians.set_title("Median per stage\n(label: median total)", fontsize=10)
     medians.legend(fontsize=8, loc="upper right")

@@ -111,7 +111,7 @@ def sentence_vectors(embedder: SentenceEmbedder, texts: list[str]) -> np.ndarray
                 memo[text] = out[i]
                 while len(memo) > CACHED_SENTENCES:
                     memo.popitem(last=False)
-    return np.stack(out) if out else np.zeros((0, 0), dtype=np.float32)
+    return np.stack([v for v in out if v is not None]) if out else np.zeros((0, 0), dtype=np.float32)
 
 
 @dataclass
@@ -246,16 +246,16 @@ def select_context(
     if not passages:
         return []
     retrieved = {p.chunk.id: p for p in passages}
-    rank = {}
+    rank: dict[str, int] = {}
     for i, p in enumerate(passages):
         rank.setdefault(p.chunk.id, i)
     runs = _runs([p.chunk for p in passages], chunks_of)
     sentences: list[_Sentence] = []
     by_run: dict[int, list[_Sentence]] = {}
     for run in runs:
-        spans = split_sentences(run.text)
+        sentence_spans = split_sentences(run.text)
         listed = []
-        for i, (a, b) in enumerate(spans):
+        for i, (a, b) in enumerate(sentence_spans):
             # which retrieved chunks hold this sentence (neighbour chunks are read, not scored)
             holders = [
                 retrieved[c.id]
