@@ -141,14 +141,14 @@ _NAMED_ATTRIBUTION = [
     # possessive `\s*+`: three adjacent runs of spaces made a reply with a long one take cubic time
     re.compile(rf"(?<!\s)\s*,\s*{_ATTRIBUTING}\s+(?P<who>[^,;:.]{{1,60}}?)(?=\s*+(?:{_MARKERS})?\s*+[.!?]?\s*+$)", _I),
 ]
-# Left over when a model's attribution lost its object: "as stated in ,, and", "according to ,".
-# `_tidy` collapses runs of white space first, so its `\s*` are short; a run of commas is tried from its first comma
-# only, also when single spaces part them (", , ,": quadratic before, 0.6 s at 8,000; the same matches).
 # A reply that opens with a source's number and then its marker ("1 [1] 8 dead and ..."): the model copied the
 # prompt's "[1] (title)" layout, and the first-token bar (qa/generators/llama_cpp.py) kept only the bracket off.
 # The bare number is the marker's echo, not a claim; left in, the checks decline the sentence for a "1" that no
 # passage holds (seed-14 in session 13).
 _ECHOED_MARKER = re.compile(r"\A\s*(\d)\s*(?=\[\1\])")
+# Left over when a model's attribution lost its object: "as stated in ,, and", "according to ,".
+# `_tidy` collapses runs of white space first, so its `\s*` are short; a run of commas is tried from its first comma
+# only, also when single spaces part them (", , ,": quadratic before, 0.6 s at 8,000; the same matches).
 _DANGLING = re.compile(
     rf"\s*,?\s*{_ATTRIBUTING}\s*(?=[,.;:!?]|$)|(?<!,)(?<!,\s)(?:\s*,)++\s*(?:and\s*)?(?=[.!?]|$)", _I
 )
@@ -359,6 +359,8 @@ def mistitled(sentence: str, passage_text: str, question: str = "") -> str | Non
         before.setdefault(b, set()).add(a)
     claim = _tokens(sentence, lower)
     names = [g for _, _, g in _facts(claim, "name") if not _same_fact(g, asked)]
+    if not before or not names:
+        return None
     spans = split_sentences(passage_text) or [(0, len(passage_text))]
     # a title stands right before its name, never across a comma ("... Kobler, Prime Minister Sali Berisha")
     clauses = [c for a, b in spans for c in re.split(r"[,;:()\"“”]", passage_text[a:b])]
@@ -386,7 +388,7 @@ def mistitled(sentence: str, passage_text: str, question: str = "") -> str | Non
 
 
 def _runs(tokens: list[tuple[str, str]]) -> list[list[str]]:
-    """The runs of capitalised words of a sentence's tokens, each in order ("albanian prime minist sali berisha")."""
+    """The runs of capitalised words of a sentence's tokens, each in order ("albanian prime minister sali berisha")."""
     return [[t for t, _ in tokens[a : b + 1]] for a, b, _ in _facts(tokens, "name")]
 
 
