@@ -243,9 +243,9 @@ def _placed_tokens(sentence: str, lower: set[str]) -> list[tuple[str, str, tuple
     return out
 
 
-def _compounds(text: str, lower: set[str]) -> list[tuple[str, str]]:
-    """Pairs of content words written next to each other, nothing but space between ("foreign minister")."""
-    placed = _placed_tokens(text, lower)
+def _compounds(text: str, placed: list[tuple[str, str, tuple[int, int]]]) -> list[tuple[str, str]]:
+    """Pairs of content words (`placed`, from `_placed_tokens(text, ...)`) written next to each other in `text`,
+    nothing but space between ("foreign minister")."""
     return [
         (a, b)
         for (a, _, (_, end)), (b, _, (start, _)) in zip(placed, placed[1:], strict=False)
@@ -352,10 +352,11 @@ def mistitled(sentence: str, passage_text: str, question: str = "") -> str | Non
     before a word the question shares; a title the passage does not give ("Gobadi of the Council") is no evidence
     either way, and a passage that titles the name as asked clears it."""
     lower = _lower_words(passage_text)
-    asked = {t for t, _ in _tokens(question, set())}
+    placed_question = _placed_tokens(question, set())
+    asked = {t for t, _, _ in placed_question}
     # each of the question's words with the words written right before it ("minister" -> {"foreign"})
     before: dict[str, set[str]] = {}
-    for a, b in _compounds(question, set()):
+    for a, b in _compounds(question, placed_question):
         before.setdefault(b, set()).add(a)
     claim = _tokens(sentence, lower)
     names = [g for _, _, g in _facts(claim, "name") if not _same_fact(g, asked)]
@@ -364,24 +365,27 @@ def mistitled(sentence: str, passage_text: str, question: str = "") -> str | Non
     spans = split_sentences(passage_text) or [(0, len(passage_text))]
     # a title stands right before its name, never across a comma ("... Kobler, Prime Minister Sali Berisha")
     clauses = [c for a, b in spans for c in re.split(r"[,;:()\"“”]", passage_text[a:b])]
+    # each run of capitalised words, with the pairs of its clause written side by side: read once for all names
+    runs = []
+    for clause in clauses:
+        placed = _placed_tokens(clause, lower)
+        joined = set(_compounds(clause, placed))
+        runs += [(run, joined) for run in _runs([(t, k) for t, k, _ in placed])]
     for name in names:
         conflict, agree = set(), set()  # the question's words the passage titles the name with otherwise / as asked
-        for clause in clauses:
-            placed = _placed_tokens(clause, lower)
-            joined = set(_compounds(clause, lower))
-            for run in _runs([(t, k) for t, k, _ in placed]):
-                at = [i for i, t in enumerate(run) if _same_fact(name, {t})]
-                if not at or not all(_same_fact(frozenset({w}), set(run)) for w in name):
+        for run, joined in runs:
+            at = [i for i, t in enumerate(run) if _same_fact(name, {t})]
+            if not at or not all(_same_fact(frozenset({w}), set(run)) for w in name):
+                continue
+            title = run[: at[0]]
+            for modifier, head in zip(title, title[1:], strict=False):
+                if head not in before or head in name or (modifier, head) not in joined:
                     continue
-                title = run[: at[0]]
-                for modifier, head in zip(title, title[1:], strict=False):
-                    if head not in before or head in name or (modifier, head) not in joined:
-                        continue
-                    # "Albanian" for "Albania's": a word's other forms count as the word (`_same_fact`)
-                    if _same_fact(frozenset({modifier}), before[head]):
-                        agree.add(head)
-                    elif not _same_fact(frozenset({modifier}), asked):
-                        conflict.add(head)
+                # "Albanian" for "Albania's": a word's other forms count as the word (`_same_fact`)
+                if _same_fact(frozenset({modifier}), before[head]):
+                    agree.add(head)
+                elif not _same_fact(frozenset({modifier}), asked):
+                    conflict.add(head)
         if conflict - agree:
             return " ".join(sorted(name))
     return None

@@ -34,7 +34,7 @@ import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -111,7 +111,8 @@ def sentence_vectors(embedder: SentenceEmbedder, texts: list[str]) -> np.ndarray
                 memo[text] = out[i]
                 while len(memo) > CACHED_SENTENCES:
                     memo.popitem(last=False)
-    return np.stack([v for v in out if v is not None]) if out else np.zeros((0, 0), dtype=np.float32)
+    # every None was filled above; the cast only tells mypy so
+    return np.stack(cast("list[np.ndarray]", out)) if out else np.zeros((0, 0), dtype=np.float32)
 
 
 @dataclass
