@@ -65,10 +65,11 @@ test: $(STAMP) browser ocr
 
 # The fast lane: every test but those marked slow (the language model, benchmarks, the browser), model (the real
 # embedding model) or server (chroma run, llama.cpp's server, qa ui, a browser); the decisions run with the fakes of
-# tests/fakes.py.
+# tests/fakes.py. Then ruff and mypy.
 check: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not model and not server" -x
 	$(VENV)/bin/ruff check qa tests eval
+	$(VENV)/bin/mypy  # clean since session 15: keep it so
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check qa tests eval

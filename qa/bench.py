@@ -530,7 +530,7 @@ def _write_type(kind: str, path: Path, pages: list[list[str]]) -> None:
         d = docx.Document()
         for p in flat:
             d.add_paragraph(p)
-        d.save(path)
+        d.save(str(path))
     elif kind == "odt":
         from odf.opendocument import OpenDocumentText
         from odf.text import P
@@ -549,7 +549,7 @@ def _write_type(kind: str, path: Path, pages: list[list[str]]) -> None:
             frame.text_frame.text = page[0]
             for p in page[1:]:
                 frame.text_frame.add_paragraph().text = p
-        deck.save(path)
+        deck.save(str(path))
     elif kind == "epub":
         from ebooklib import epub
 

@@ -310,7 +310,7 @@ def rescore(path: Path, corpus: Path | None = None, top_k: int | None = None) ->
         raise ResultFileError(f"{path}: cannot read a result file ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("items"), list) or not data["items"]:
         raise ResultFileError(f"{path}: not a qa eval result (expected an object with a non-empty 'items' list)")
-    saved = data.get("summary") if isinstance(data.get("summary"), dict) else {}
+    saved: dict = data["summary"] if isinstance(data.get("summary"), dict) else {}
     k = next((int(m[1]) for key in saved if (m := re.fullmatch(r"retrieval_hit@(\d+)", key))), None)
     top_k = k or top_k
     if not top_k:
@@ -328,7 +328,8 @@ def rescore(path: Path, corpus: Path | None = None, top_k: int | None = None) ->
                 f"{f' {corpus}' if corpus else ''} and it has no stored score to keep (give --corpus)"
             )
         try:
-            score = score_item(q, item, top_k, checker if at_hand else (lambda source, quote: False))
+            quotes = checker if checker is not None and at_hand else (lambda source, quote: False)
+            score = score_item(q, item, top_k, quotes)
         except (KeyError, TypeError, AttributeError) as exc:
             raise ResultFileError(f"{path}: item {n} ({q.id}): a citation or passage lacks {exc}") from None
         if not at_hand:

@@ -242,7 +242,8 @@ def document_html(doc: Document, start: int, end: int, page: int | None = None, 
             f'<p class="place"><b>{html.escape(doc.source)}</b> · the cited place is not in the file as it is now '
             "(it changed after it was indexed)</p>"
         )
-    rows, shown_page = [], object()
+    rows: list[str] = []
+    shown_page: object = object()
     for i, text in enumerate(lines):
         if line_page[i] is not None and line_page[i] != shown_page:
             if rows:

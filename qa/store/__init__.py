@@ -196,8 +196,8 @@ class Store:
         return self.side.get_meta(key)
 
     def set_meta(self, key: str, value: str) -> None:
-        if self.manifest is not None and key == "corpus" and self.get_meta(key) != value:
-            self._server_write(lambda: self.manifest.set_meta(corpus=value))
+        if (manifest := self.manifest) is not None and key == "corpus" and self.get_meta(key) != value:
+            self._server_write(lambda: manifest.set_meta(corpus=value))
         self.side.set_meta(key, value)
 
     # ---- the server as the source of truth ----------------------------------------------------------------
@@ -300,11 +300,11 @@ class Store:
 
     def touch(self, source: str, size: int, mtime_ns: int) -> None:
         """Record a new mtime for a file whose content did not change (so the next run skips reading it)."""
-        if self.manifest is not None:
+        if (manifest := self.manifest) is not None:
             record = self.side.files_of([source]).get(source)
             if record is not None:
                 record.size, record.mtime_ns = size, mtime_ns
-                self._server_write(lambda: self.manifest.put([record]))
+                self._server_write(lambda: manifest.put([record]))
         self.side.touch(source, size, mtime_ns)
 
     # ---- writes (call under write_lock) ---------------------------------------------------------------
@@ -318,13 +318,14 @@ class Store:
             return
         # Only this group's rows: a scan of the whole manifest per group grows with the corpus times the groups.
         known = self.known_files([f.source for f in files])
-        if self.manifest is not None:  # on a server, its manifest first: it is what every host goes by
+        manifest = self.manifest  # a local, so that the lambdas below keep the not-None check
+        if manifest is not None:  # on a server, its manifest first: it is what every host goes by
             self._server_write(
-                lambda: self.manifest.put(
+                lambda: manifest.put(
                     [FileRecord(f.source, f.file_hash, f.size, f.mtime_ns, 0, "pending") for f in files]
                 )
             )
-            self.manifest.bump()
+            manifest.bump()
         self.side.mark_pending(files)  # 1. pending, committed before Chroma is touched
         # A file with no manifest row has no vectors (repair() has removed those of any crashed run), so the
         # filtered delete, which costs a scan of the collection's metadata, is skipped for new files.
@@ -336,32 +337,33 @@ class Store:
         if self.lease is not None:
             self.lease.check()
         self.vectors.add(chunks, embeddings)
-        if self.manifest is not None:
+        if manifest is not None:
             self._server_write(
-                lambda: self.manifest.put(
+                lambda: manifest.put(
                     [FileRecord(f.source, f.file_hash, f.size, f.mtime_ns, len(f.chunks), "done") for f in files]
                 )
             )
-            self.manifest.bump()
+            manifest.bump()
         self.side.swap_chunks(files)  # 3. one transaction: the chunk rows swapped, the rows `done`
-        if self.manifest is not None:
-            self.side.set_meta("server_stamp", self.manifest.stamp())  # our own write: nothing to fetch
+        if manifest is not None:
+            self.side.set_meta("server_stamp", manifest.stamp())  # our own write: nothing to fetch
 
     def remove_file(self, source: str) -> None:
-        if self.manifest is not None:
+        manifest = self.manifest
+        if manifest is not None:
             record = self.side.files_of([source]).get(source)
             if record is not None:
                 record.state, record.n_chunks = "pending", 0
-                self._server_write(lambda: self.manifest.put([record]))
-                self.manifest.bump()
+                self._server_write(lambda: manifest.put([record]))
+                manifest.bump()
         self.side.mark_source_pending(source)
         self.vectors.delete_source(source)
-        if self.manifest is not None:
-            self._server_write(lambda: self.manifest.delete([source]))
-            self.manifest.bump()
+        if manifest is not None:
+            self._server_write(lambda: manifest.delete([source]))
+            manifest.bump()
         self.side.drop_source(source)
-        if self.manifest is not None:
-            self.side.set_meta("server_stamp", self.manifest.stamp())
+        if manifest is not None:
+            self.side.set_meta("server_stamp", manifest.stamp())
 
     def repair(self) -> list[str]:
         """Undo whatever an interrupted run left half-done. Returns the sources that will be indexed again."""
@@ -589,7 +591,9 @@ def rebuild(
         renamed = False
         lease = None
         try:
-            if chroma_url:  # other hosts' ingests wait for the rebuild, as this host's do for the folder lock
+            # other hosts' ingests wait for the rebuild, as this host's do for the folder lock (a store on a
+            # server, and only there, holds a lease)
+            if new.lease is not None:
                 lease = Lease(
                     new.vectors,
                     collection,
