@@ -90,7 +90,8 @@ class Settings:
     llm_max_tokens: int = 256
     llm_ctx: int = 4096
     # llama.cpp's flash-attention kernel for the local model: a faster prompt evaluation on CPU too
-    # (eval/llama_speed.py). It shifts the judge's numbers slightly, so it was measured with the answers (README).
+    # (eval/llama_speed.py). It shifts the judge's numbers slightly, so it was measured with the answers
+    # (eval/HISTORY.md, sessions 7-8).
     llm_flash_attn: bool = False
     # Web UI login (both set = login required)
     ui_user: str = ""

@@ -44,14 +44,14 @@ from qa.text import content_words, root, split_sentences
 from qa.types import Chunk, Passage
 
 # How much an IDF-weighted share of the question's words adds to a sentence's cosine. Chosen on the ClapNQ
-# calibration ids (see the README's "context" rows), not on the seeds.
+# calibration ids (eval/HISTORY.md, session 6), not on the seeds.
 LEXICAL_WEIGHT = 0.5
 # A prior from retrieval rank: a sentence in the best retrieved chunk may get `rank_weight` added to its score, one
 # in the last of the `context_chunks` 1/n of it (linear in rank). Off by default. Without a model
 # (eval/context_sweep.py) 0.7 was the best on the ClapNQ calibration questions (0.6-0.8 tie at answer-word recall
 # 0.833 against 0.798 without it) and raised the recall of what is read on 100 other ClapNQ questions, 0.776 ->
-# 0.825. With the model (README, "Session 7"), it did not make better answers: seeds the same (0.821) once the
-# decline decision was refitted, ClapNQ 20+20 correct / false declines 0.80 / 0.20 -> 0.70 / 0.25, token F1
+# 0.825. With the model (eval/HISTORY.md, session 7), it did not make better answers: seeds the same (0.821) once
+# the decline decision was refitted, ClapNQ 20+20 correct / false declines 0.80 / 0.20 -> 0.70 / 0.25, token F1
 # 0.375 -> 0.413. Declining is the target that is missed, so the prior stays off; the sweep can turn it on.
 RANK_WEIGHT = 0.0
 # At most this many windows: each costs a header, and past a few the model's attention, not the budget, is short.

@@ -16,8 +16,8 @@ from qa.types import Passage  # defined there, importable from here as before
 MODES = ("bm25", "dense", "hybrid", "hybrid+rerank")  # hybrid+rerank: hybrid, then the rerankers
 # The constant of reciprocal rank fusion: 60 in Cormack et al. (2009), 30 here. A smaller k lets a chunk that one
 # list ranks far ahead (BM25 12.9 against 9.3 for "the December 25, 2011 Memorandum of Understanding") keep more
-# of that lead. eval/fusion_sweep.py (README, sessions 8 and 13): k = 30 was never worse than 60 on any set, and
-# on the fresh test it waited for (170 answerable ClapNQ questions no sweep had used) the two are the same.
+# of that lead. eval/fusion_sweep.py (eval/HISTORY.md, sessions 8 and 13): k = 30 was never worse than 60 on any
+# set, and on the fresh test it waited for (170 answerable ClapNQ questions no sweep had used) the two are the same.
 RRF_K = 30
 
 
