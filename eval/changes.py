@@ -47,6 +47,8 @@ CHANGES = [
      "seeds-s15-before", "seeds-s15-shorter-system", None, None),
     ("15, Intel", "no \"Sources:\" line before the passages", False,
      "seeds-s15-before", "seeds-s15-no-sources-line", "clapnq-100-s15-before", "clapnq-100-s15-no-sources-line"),
+    ("16, Intel", "the title read once: not in the header of a window that opens with it, nor as a neighbour", True,
+     "seeds-s16-before", "seeds-s16-title-once", "clapnq-100-s16-before", "clapnq-100-s16-title-once"),
 ]
 # fmt: on
 

@@ -339,6 +339,8 @@ def select_context(
         windows = sum(len(v) for v in chosen.values())
         for reach in (window, 0) if window else (0,):
             first, last = max(0, s.index - reach), min(len(listed) - 1, s.index + reach)
+            if first < s.index and _shown_in_header(listed[first].text, s.run.title):
+                first += 1  # the header shows the title line already: its tokens go to another sentence
             total, merged = total_after(s.run, first, last, s.score)
             grows = len(merged) > len(chosen.get(id(s.run), []))
             if reach and window_share < 1 and total - used > window_share * budget:

@@ -49,7 +49,10 @@ def build_messages(
         # The model needs the number it cites; the title (once per file, as far as TITLE_CHARS) tells it what a
         # few sentences cut from a document are about. The file name and page are for people: the citation
         # carries them.
-        title = "" if c.source in titled or not c.title.strip() else f" ({_title_view(c.title)})"
+        view = _title_view(c.title)
+        # a window that opens with the title line shows it already: the header would say it twice
+        shown = c.source in titled or not c.title.strip() or c.text.lstrip().startswith(view)
+        title = "" if shown else f" ({view})"
         titled.add(c.source)
         blocks.append(f"[{i}]{title}\n{neutralise(c.text)}")
     sources = "\n\n".join(blocks)

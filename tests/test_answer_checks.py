@@ -349,8 +349,9 @@ def test_planted_instructions_are_neutralised_before_the_model_sees_them():
 def test_prompt_puts_sources_first_and_the_question_last(passages):
     messages = build_messages("How many members?", passages)
     user = messages[-1]["content"]
-    first, second = (f"[{i}] ({p.chunk.title[:60]})\n" for i, p in enumerate(passages[:2], start=1))
-    assert user.index(first) < user.index(second) < user.index("Question: How many")
+    assert user.index("[1]") < user.index("[2]") < user.index("Question: How many")
+    for p in passages:  # once: in the source's header, or in the first line of a window that opens with it
+        assert user.count(p.chunk.title[:40]) == 1
     assert messages[0]["content"] == build_messages("Another question?", passages[1:])[0]["content"], (
         "the system prompt is the same for every question: llama.cpp's cache reuses it"
     )
@@ -453,6 +454,15 @@ def test_a_long_title_reaches_the_model_in_whole_words():
     assert "[1] (Kobler Leaks Secret: Albania Offers Asylum to 210 MEK)\n" in prompt
 
 
+def test_a_window_that_opens_with_the_title_line_is_not_titled_twice():
+    title = "Kobler Leaks Secret: Albania Offers Asylum to 210 MEK Members in Liberty"
+    text = f"{title}\n\nAlbania offered asylum to 210 members."
+    opening = Chunk("c1", text, "k.txt", 0, len(text), 1, 3, None, title, "h")
+    later = Chunk("c2", "The MEK turned it down.", "k.txt", 90, 113, 5, 5, None, title, "h2")
+    prompt = build_messages("How many?", [Passage(opening, 0.5), Passage(later, 0.4)])[-1]["content"]
+    assert prompt.count("Kobler Leaks Secret") == 1 and f"[1]\n{title}\n" in prompt and "[2]\nThe MEK" in prompt
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -469,7 +479,8 @@ def test_ordinary_text_that_only_resembles_an_instruction_is_untouched(text):
 
 
 def test_the_prompt_for_passages_without_instruction_like_text_is_unchanged():
-    """Byte for byte what the prompt showed before the allow-list view (the measured evals used that prompt)."""
+    """Byte for byte what the prompt showed before the allow-list view (the measured evals used that prompt). The
+    header's title is left out where the text opens with it (session 16): the text then shows it."""
     import re
 
     for path in sorted(SEEDS.iterdir()):
@@ -478,4 +489,5 @@ def test_the_prompt_for_passages_without_instruction_like_text_is_unchanged():
             assert neutralise(chunk.text) == " ".join(re.split(r"(?<=[.!?\n])\s+", chunk.text))
             p = Passage(chunk, 0.5)
             title = chunk.title if len(chunk.title) <= 60 else chunk.title[:61].rsplit(" ", 1)[0]  # whole words
-            assert f"[1] ({title})\n" in build_messages("q", [p])[-1]["content"]
+            header = "" if chunk.text.startswith(title) else f" ({title})"
+            assert f"[1]{header}\n" in build_messages("q", [p])[-1]["content"]

@@ -147,7 +147,8 @@ def test_a_title_the_header_shows_does_not_crowd_out_the_sentence_that_answers(t
     assert RANK_WEIGHT == 0.0
     default = read()
     assert "Margaret Oduya put her name to it" in default
-    assert "Gulls nested" not in default, "the title's neighbour is not worth the budget"
+    # the title line is no candidate, and no neighbour either: the header shows it, so its tokens go elsewhere
+    assert "The harbour treaty with the fishing guilds" not in default
     assert "Gulls nested" in read(score_titles=True), "as a candidate, the echoing title and its neighbour win"
     with_prior = read(score_titles=True, rank_weight=0.7)
     assert "Margaret Oduya put her name to it" in with_prior and "Gulls nested" not in with_prior
@@ -155,6 +156,21 @@ def test_a_title_the_header_shows_does_not_crowd_out_the_sentence_that_answers(t
     answer = assistant.ask(QUESTION) if gen.enqueue("Margaret Oduya put her name to it [1].") else None
     assert "Margaret Oduya put her name to it" in gen.prompt_text()
     assert not answer.abstained and "Margaret Oduya" in answer.text
+
+
+def test_the_title_line_is_read_once_in_the_header_not_again_as_a_neighbour(tmp_path):
+    # The answer is the first sentence under the title: its window's neighbour before it would be the title line,
+    # which the header already shows, so the window starts at the answer and the title is read once.
+    text = (
+        "The harbour treaty of 1851\n\nMargaret Oduya signed the harbour treaty with the fishing guilds. "
+        "The guilds kept their nets and their moorings. The council kept the quay.\n"
+    )
+    assistant, gen = make(tmp_path, {"treaty.txt": text}, chunk_size=400, context_tokens=60, context_chunks=2)
+    answer = assistant.ask(QUESTION) if gen.enqueue("Margaret Oduya signed it [1].") else None
+    prompt = gen.prompt_text()
+    assert prompt.count("The harbour treaty of 1851") == 1 and "[1] (The harbour treaty of 1851)" in prompt
+    (window,) = answer.retrieved
+    assert window.chunk.text.startswith("Margaret Oduya") and window.chunk.start_line == 3
 
 
 def test_a_sentence_that_answers_in_another_form_of_the_questions_word_is_read_first(tmp_path):
