@@ -33,14 +33,24 @@ CI_IDS = [
 ]
 
 
-def test_the_seed_question_set_is_well_formed():
-    questions = load_questions(QUESTIONS)
-    assert len(questions) >= 40
-    assert sum(not q.answerable for q in questions) >= 8
+@pytest.mark.parametrize("name, least, unanswerable", [("questions.jsonl", 40, 8), ("questions-holdout.jsonl", 30, 6)])
+def test_the_seed_question_sets_are_well_formed(name, least, unanswerable):
+    questions = load_questions(ROOT / "eval" / name)
+    assert len(questions) >= least and len({q.id for q in questions}) == len(questions)
+    assert sum(not q.answerable for q in questions) >= unanswerable
     sources = {p.name for p in (ROOT / "seeds").iterdir()}
     for q in questions:
         assert set(q.sources) <= sources
         assert q.answerable == bool(q.answers) == bool(q.sources)
+
+
+def test_every_held_out_answer_is_in_each_file_it_cites():
+    """The held-out set (eval/questions-holdout.jsonl) was written from the articles alone: each answer, as the
+    scorer compares it, is in every file it names."""
+    for q in load_questions(ROOT / "eval" / "questions-holdout.jsonl"):
+        for source in q.sources:
+            text = (ROOT / "seeds" / source).read_text(encoding="utf-8")
+            assert any(contains_answer(text, [a]) for a in q.answers), (q.id, source)
 
 
 def test_squad_normalisation_and_token_f1():
