@@ -31,6 +31,12 @@ def _title_view(title: str) -> str:
     return REMOVED if instruction_spans(title) else title
 
 
+def _opens_with(text: str, title: str) -> bool:
+    """Does `text` begin with `title` as whole words ("Report" does not open "Reporting season ...")?"""
+    text = text.lstrip()
+    return text.startswith(title) and not text[len(title) : len(title) + 1].isalnum()
+
+
 def build_messages(
     question: str, passages: list[Passage], decline_rule: bool = False, instruction: str = ANSWER_INSTRUCTION
 ) -> list[Message]:
@@ -51,7 +57,7 @@ def build_messages(
         # carries them.
         view = _title_view(c.title)
         # a window that opens with the title line shows it already: the header would say it twice
-        shown = c.source in titled or not c.title.strip() or c.text.lstrip().startswith(view)
+        shown = c.source in titled or not c.title.strip() or _opens_with(c.text, view)
         title = "" if shown else f" ({view})"
         titled.add(c.source)
         blocks.append(f"[{i}]{title}\n{neutralise(c.text)}")

@@ -461,6 +461,10 @@ def test_a_window_that_opens_with_the_title_line_is_not_titled_twice():
     later = Chunk("c2", "The MEK turned it down.", "k.txt", 90, 113, 5, 5, None, title, "h2")
     prompt = build_messages("How many?", [Passage(opening, 0.5), Passage(later, 0.4)])[-1]["content"]
     assert prompt.count("Kobler Leaks Secret") == 1 and f"[1]\n{title}\n" in prompt and "[2]\nThe MEK" in prompt
+    # a title that only begins the first word is not shown by it
+    text = "Reporting season opens in May."
+    chunk = Chunk("c3", text, "r.txt", 0, len(text), 1, 1, None, "Report", "h3")
+    assert "[1] (Report)\nReporting season" in build_messages("When?", [Passage(chunk, 0.5)])[-1]["content"]
 
 
 @pytest.mark.parametrize(
