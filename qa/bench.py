@@ -16,6 +16,9 @@ Sections (all by default; pick with --only):
   memory   peak RSS of `qa ingest`, `qa ask` and the UI process (each a separate process, read from /proc)
   doctypes ingest speed per document type: --type-files files of each type (made here), each type alone:
            files/s, pages/s (PDF pages, slides, chapters; a scan's pages through OCR), MB of files/s, chunks/s
+  time     where an answer's time goes (retrieve, context, prefill, first token, generate, check), per answer and
+           as medians, before and after in one picture (time.png), read from saved `qa eval` results (--results;
+           by default session 6's start and today's pipeline on the seeds, measured in the same hour)
 
 It measures the seeds and questions of a source checkout. The baseline and the plots need the dev extras
 (langchain-huggingface, langchain-chroma, matplotlib: `pip install -e '.[dev]'`); they are imported only here.
@@ -76,6 +79,7 @@ DEV_EXTRAS = {
 NEEDS = {
     "ingest": ["langchain_huggingface", "langchain_chroma", "matplotlib"],
     "scale": ["matplotlib"],
+    "time": ["matplotlib"],
     "doctypes": ["reportlab"],  # writes the text-layer PDFs (the other types use the libraries qa reads them with)
 }
 
@@ -731,12 +735,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="scale: keep each size's corpus and index in --work, and measure a kept one again instead of rebuilding",
     )
     p.add_argument("--answers", type=int, default=8, help="seed questions answered in full (0 skips)")
+    p.add_argument(
+        "--results", type=Path, nargs="+", default=TIME_RESULTS, help="time: `qa eval` result files, before first"
+    )
     p.add_argument("--out", type=Path, default=ROOT / "eval" / "results" / "bench")
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default a temporary one)")
     p.add_argument("--types", nargs="+", choices=DOCTYPES, default=list(DOCTYPES), help="doctypes: types to ingest")
     p.add_argument("--type-files", type=int, default=20, help="doctypes: files of each type")
     p.add_argument("--type-pages", type=int, default=5, help="doctypes: pages (slides, chapters) per file")
     p.add_argument("--ocr-pages", type=int, default=10, help="doctypes: scanned pages in all (OCR is slow)")
+
+
+def _plain(value):
+    """An argument as JSON holds it: paths, also in lists, as text."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
 
 
 def run(args: argparse.Namespace, settings) -> int:
@@ -755,7 +769,7 @@ def run(args: argparse.Namespace, settings) -> int:
             "llm_model": settings.llm_model,
             "threads": settings.threads,
         },
-        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "args": {k: _plain(v) for k, v in vars(args).items()},
     }
 
     def log(row: dict) -> None:
@@ -771,12 +785,15 @@ def run(args: argparse.Namespace, settings) -> int:
             # each section says where and when it was measured: bench.json may hold sections of earlier runs
             result[name]["machine"] = result["machine"]
             result[name]["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    result["plots"] = write_plots(result, args.out)
+    result["plots"] = write_plots(result, args.out) + (["time.png"] if "time" in result else [])
     print_tables(result)
     kept = keep_earlier_sections(args.out / "bench.json", result)
+    drawn = list(result["plots"])
+    # a kept section's picture stays beside its figures (drawn by the run that measured them)
+    result["plots"] += [png for name, png in PLOTS.items() if name in kept and (args.out / png).is_file()]
     (args.out / "bench.json").write_text(json.dumps(result, indent=2))
     also = f" (kept from the earlier run: {', '.join(kept)})" if kept else ""
-    print(f"\nwrote {args.out / 'bench.json'}{also} and {', '.join(result['plots']) or 'no plots'}")
+    print(f"\nwrote {args.out / 'bench.json'}{also} and {', '.join(drawn) or 'no plots'}")
     return 0
 
 
@@ -799,9 +816,39 @@ def keep_earlier_sections(path: Path, result: dict) -> list[str]:
     return kept
 
 
+# Issue 15's before and after, on one machine in one hour (eval/HISTORY.md, session 16): e139e14, where session 6
+# started, and the pipeline of session 16.
+TIME_RESULTS = [
+    ROOT / "eval" / "results" / "seeds-s16-session6-start.json",
+    ROOT / "eval" / "results" / "seeds-s16-title-once.json",
+]
+
+
+def bench_time(settings, args, work: Path, log) -> dict:
+    """Each answer's seconds per stage and the medians, from saved `qa eval` results (no model runs here: the
+    answers' timings are what `qa eval` recorded), drawn into time.png with every file side by side."""
+    from qa import breakdown
+
+    runs = {}
+    for path in args.results:
+        try:
+            runs[path.stem] = breakdown.load_time_stages(path)
+        except breakdown.TimingsError as exc:
+            raise QAError(f"qa bench --results: {exc}") from None
+    if len(runs) < len(args.results):
+        raise QAError("qa bench --results: two files with one name; give each its own name")
+    rows = []
+    for label, stages in runs.items():
+        rows.append({"results": label, "answers": len(stages), **breakdown.stage_medians(stages)})
+        log(rows[-1])
+    breakdown.write_time_chart(runs, args.out / "time.png")
+    return {"rows": rows, "plot": "time.png"}
+
+
 # the sections that read the SciFact benchmark, and those that also read the checkout's seeds (doctypes makes its
 # own files)
 NEEDS_SCIFACT = {"ingest", "query", "scale", "memory"}
+PLOTS = {"ingest": "ingest.png", "scale": "scaling.png", "time": "time.png"}  # the picture each section draws
 NEEDS_SEEDS = {"ingest", "query", "memory"}
 SECTIONS = {
     "ingest": bench_ingest,
@@ -809,6 +856,7 @@ SECTIONS = {
     "scale": bench_scale,
     "memory": bench_memory,
     "doctypes": bench_doctypes,
+    "time": bench_time,
 }
 
 

@@ -124,3 +124,26 @@ def test_a_bench_of_one_section_keeps_the_others_and_needs_no_scifact_for_doctyp
     # a section that needs SciFact still says so, naming the folder
     again = run_qa("bench", "--only", "query", "--scifact", str(tmp_path / "no-scifact-here"), "--out", str(out))
     assert again.returncode == 2 and "no-scifact-here" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_the_time_picture_shows_before_and_after_from_saved_results(tmp_path):
+    """`qa bench --only time` draws where each answer's time goes, before and after, from `qa eval` results; by
+    default issue 15's pair (e139e14 and today's pipeline on the seeds, one machine, one hour)."""
+    from qa.breakdown import load_time_stages, stage_medians
+
+    out = tmp_path / "bench"
+    result = run_qa("bench", "--only", "time", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "time.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((out / "bench.json").read_text())
+    rows = data["time"]["rows"]
+    assert [r["results"] for r in rows] == [p.stem for p in bench.TIME_RESULTS]
+    assert data["plots"] == ["time.png"] and all(r["answers"] == 69 for r in rows)
+    before, after = (stage_medians(load_time_stages(p)) for p in bench.TIME_RESULTS)
+    assert rows[1]["prefill"] == after["prefill"] < before["prefill"]
+    # a file that is no result is named, without a traceback, and nothing is drawn
+    broken = tmp_path / "broken.json"
+    broken.write_text("{}")
+    bad = run_qa("bench", "--only", "time", "--results", str(broken), "--out", str(tmp_path / "other"))
+    assert bad.returncode != 0 and "broken.json" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "other" / "time.png").exists()
