@@ -848,7 +848,6 @@ def bench_time(settings, args, work: Path, log) -> dict:
 # the sections that read the SciFact benchmark, and those that also read the checkout's seeds (doctypes makes its
 # own files)
 NEEDS_SCIFACT = {"ingest", "query", "scale", "memory"}
-PLOTS = {"ingest": "ingest.png", "scale": "scaling.png", "time": "time.png"}  # the picture each section draws
 NEEDS_SEEDS = {"ingest", "query", "memory"}
 SECTIONS = {
     "ingest": bench_ingest,
@@ -858,6 +857,7 @@ SECTIONS = {
     "doctypes": bench_doctypes,
     "time": bench_time,
 }
+PLOTS = {"ingest": "ingest.png", "scale": "scaling.png", "time": "time.png"}  # the picture each section draws
 
 
 def main(argv: list[str] | None = None) -> int:
