@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -50,9 +51,10 @@ def test_a_seed_question_gets_a_correct_cited_answer(seeded):
 
 def test_flash_attention_gives_the_same_cited_answer(seeded):
     """`llm_flash_attn` loads the model with llama.cpp's flash-attention kernel (its own instance): the answer
-    and the file it cites stay, and the judge's P(yes) moves by rounding only. The kernel rounds differently, so
-    a greedy draft may go on for another sentence on one and stop on the other (seen in session 13: one citation
-    of the file against two)."""
+    stays, cited to a file that states it, and the judge's P(yes) moves by rounding only. The kernel rounds
+    differently, so a greedy draft may go on for another sentence on one and stop on the other (seen in session
+    13: one citation of the file against two), or cite another of the four articles that give the number
+    (session 16: the State Department's statement against the newspaper)."""
     question = "How many members of the MEK did Albania offer to take in?"
     fast = Assistant(seeded.settings.replace(llm_flash_attn=True))
     try:
@@ -60,7 +62,12 @@ def test_flash_attention_gives_the_same_cited_answer(seeded):
         assert fast.generator is not seeded.generator
         assert not answer.abstained and "210" in answer.text, answer.raw
         assert_citations_are_real(answer, seeded.settings.corpus)
-        assert {c.source for c in answer.citations} == {c.source for c in before.citations}
+        # each cites files that state the number: the four that seed-16 names (eval/questions.jsonl)
+        says_210 = {f"{n}.txt" for n in ("000_6f09b0eae4eaabc4", "001_67768c06cffa3221", "003_ea54bc5b20390dd3")}
+        says_210.add("004_6d3bc9c1a9f380d7.txt")
+        for each in (answer, before):
+            assert not each.abstained and "210" in each.text and each.citations, each.raw
+            assert {c.source for c in each.citations} <= says_210, each.citations
         assert answer.judge == pytest.approx(before.judge, abs=0.05)
     finally:
         fast.store.close()
@@ -121,7 +128,8 @@ def test_a_draft_begins_with_words_never_with_a_source_marker(seeded):
     assert alone == after_judge
     # the bar is on the first token only: markers after the first words stay, as the prompt asks for them
     answer = seeded.ask("How many members of the MEK did Albania offer to take in?")
-    assert "210" in answer.raw and "[1]" in answer.raw and not answer.raw.lstrip().startswith("["), answer.raw
+    assert "210" in answer.raw and re.search(r"\w.*\[\d\]", answer.raw), answer.raw
+    assert not answer.raw.lstrip().startswith("["), answer.raw
 
 
 def test_kept_log_probabilities_leave_the_draft_as_it_was(seeded):
