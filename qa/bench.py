@@ -684,9 +684,9 @@ def write_plots(result: dict, out: Path) -> list[str]:
         b.set(xscale="log", xlabel="chunks in index", ylabel="ms", title="Retrieval latency")
         b.legend()
         fig.tight_layout()
-        fig.savefig(out / "scaling.png", dpi=110)
+        fig.savefig(out / PLOTS["scale"], dpi=110)
         plt.close(fig)
-        written.append("scaling.png")
+        written.append(PLOTS["scale"])
     if ingest:
         corpora = sorted({r["corpus"] for r in ingest})
         systems = list(dict.fromkeys(r["system"] for r in ingest))
@@ -701,9 +701,9 @@ def write_plots(result: dict, out: Path) -> list[str]:
         ax.set(ylabel="MB of text / s", title="Fresh ingest throughput (median of runs)")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(out / "ingest.png", dpi=110)
+        fig.savefig(out / PLOTS["ingest"], dpi=110)
         plt.close(fig)
-        written.append("ingest.png")
+        written.append(PLOTS["ingest"])
     return written
 
 
@@ -785,7 +785,7 @@ def run(args: argparse.Namespace, settings) -> int:
             # each section says where and when it was measured: bench.json may hold sections of earlier runs
             result[name]["machine"] = result["machine"]
             result[name]["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-    result["plots"] = write_plots(result, args.out) + (["time.png"] if "time" in result else [])
+    result["plots"] = write_plots(result, args.out) + ([PLOTS["time"]] if "time" in result else [])
     print_tables(result)
     kept = keep_earlier_sections(args.out / "bench.json", result)
     drawn = list(result["plots"])
@@ -841,8 +841,8 @@ def bench_time(settings, args, work: Path, log) -> dict:
     for label, stages in runs.items():
         rows.append({"results": label, "answers": len(stages), **breakdown.stage_medians(stages)})
         log(rows[-1])
-    breakdown.write_time_chart(runs, args.out / "time.png")
-    return {"rows": rows, "plot": "time.png"}
+    breakdown.write_time_chart(runs, args.out / PLOTS["time"])
+    return {"rows": rows, "plot": PLOTS["time"]}
 
 
 # the sections that read the SciFact benchmark, and those that also read the checkout's seeds (doctypes makes its
