@@ -830,13 +830,15 @@ def bench_time(settings, args, work: Path, log) -> dict:
     from qa import breakdown
 
     runs = {}
-    for path in args.results:
+    try:  # before/seeds.json and after/seeds.json are told apart by their paths, as python -m qa.breakdown does
+        labels = breakdown.labels_for(args.results)
+    except ValueError as exc:  # one file given twice
+        raise QAError(f"qa bench --results: {exc}") from None
+    for label, path in zip(labels, args.results, strict=True):
         try:
-            runs[path.stem] = breakdown.load_time_stages(path)
+            runs[label] = breakdown.load_time_stages(path)
         except breakdown.TimingsError as exc:
             raise QAError(f"qa bench --results: {exc}") from None
-    if len(runs) < len(args.results):
-        raise QAError("qa bench --results: two files with one name; give each its own name")
     rows = []
     for label, stages in runs.items():
         rows.append({"results": label, "answers": len(stages), **breakdown.stage_medians(stages)})

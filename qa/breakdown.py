@@ -173,6 +173,19 @@ def write_time_chart(runs: dict[str, list[dict[str, float]]], path: Path) -> Non
     plt.close(fig)
 
 
+def labels_for(paths: list[Path], names: list[str] | None = None) -> list[str]:
+    """A name per result file for a chart: `names` if given, else the file names, else (before/seeds.json and
+    after/seeds.json would merge) the paths. ValueError when they are not one per file, each its own."""
+    if names and len(names) != len(paths):
+        raise ValueError(f"{len(names)} names for {len(paths)} files")
+    labels = names or [p.stem for p in paths]
+    if len(set(labels)) < len(labels):
+        labels = names or [str(p) for p in paths]
+    if len(set(labels)) < len(labels):
+        raise ValueError("each file needs its own name")
+    return labels
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m qa.breakdown", description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -182,14 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-chart", type=Path, metavar="PNG", help="draw where each answer's time goes, all files")
     ap.add_argument("--labels", nargs="+", help="a name per file for the chart (default: the file names)")
     args = ap.parse_args(argv)
-    if args.labels and len(args.labels) != len(args.results):
-        print(f"error: --labels: {len(args.labels)} names for {len(args.results)} files", file=sys.stderr)
-        return 2
-    labels = args.labels or [p.stem for p in args.results]
-    if len(set(labels)) < len(labels):  # before/seeds.json and after/seeds.json: the stems alone would merge
-        labels = args.labels or [str(p) for p in args.results]
-    if len(set(labels)) < len(labels):
-        print("error: --labels: each file needs its own name", file=sys.stderr)
+    try:
+        labels = labels_for(args.results, args.labels)
+    except ValueError as exc:
+        print(f"error: --labels: {exc}", file=sys.stderr)
         return 2
     for path in args.results:
         try:

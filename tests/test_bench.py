@@ -147,3 +147,21 @@ def test_the_time_picture_shows_before_and_after_from_saved_results(tmp_path):
     bad = run_qa("bench", "--only", "time", "--results", str(broken), "--out", str(tmp_path / "other"))
     assert bad.returncode != 0 and "broken.json" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "other" / "time.png").exists()
+
+
+def test_the_time_picture_tells_two_files_of_one_name_apart_by_their_folders(tmp_path):
+    """before/seeds.json against after/seeds.json (the way `qa eval --json` is often run in two checkouts) is
+    drawn with each file under its path, as `python -m qa.breakdown --time-chart` does; one file given twice is
+    refused by name."""
+    pair = []
+    for side, source in zip(("before", "after"), bench.TIME_RESULTS, strict=True):
+        (tmp_path / side).mkdir()
+        pair.append(tmp_path / side / "seeds.json")
+        pair[-1].write_bytes(source.read_bytes())
+    out = tmp_path / "bench"
+    result = run_qa("bench", "--only", "time", "--results", *map(str, pair), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((out / "bench.json").read_text())["time"]["rows"]
+    assert [r["results"] for r in rows] == [str(p) for p in pair]
+    twice = run_qa("bench", "--only", "time", "--results", str(pair[0]), str(pair[0]), "--out", str(tmp_path / "x"))
+    assert twice.returncode != 0 and "its own name" in twice.stderr and "Traceback" not in twice.stderr
