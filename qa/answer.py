@@ -203,6 +203,18 @@ _OPENERS = frozenset(
 )
 
 
+# What a count of people can be, one class each: a number a passage ties to one outcome ("8 dead", "the deaths of
+# 35 civilians") is never another ("8 injured", "35 civilians were injured"). These words are what the claim is,
+# not a paraphrase of it, so the binding rule's leniency toward words the passage lacks does not apply to them.
+_OUTCOME_WORDS = {
+    "dead": "dead death deaths die died dies dying kill killed killing killings kills fatalities fatality",
+    "hurt": "injured injuries injury injuring wounded wounding wounds hurt",
+    "held": "arrested arrests detained detainees jailed imprisoned captured",
+    "missing": "missing disappeared",
+}
+_OUTCOME = {stem(w): kind for kind, text in _OUTCOME_WORDS.items() for w in text.split()}
+
+
 def _lower_words(text: str) -> set[str]:
     """The words `text` writes in lower case somewhere: those are not names when they open a sentence."""
     return {w for w in words(text) if w.islower()}
@@ -339,6 +351,36 @@ def swapped_fact(sentence: str, passage_text: str, question: str = "") -> str | 
                         conflict = True
             if conflict and not agree:
                 return " ".join(sorted(key))
+    return _swapped_outcome(claim, passage)
+
+
+def _outcomes(tokens: list[tuple[str, str]]) -> dict[frozenset[str], set[str]]:
+    """Each number of a sentence with the outcomes it counts: an outcome word is the nearest number's, at most
+    BIND_WINDOW away, and between two as near, the one before it ("left 8 dead and about 100 injured": "dead" is
+    the 8's)."""
+    groups = _facts(tokens, "num")
+    found: dict[frozenset[str], set[str]] = {}
+    for p, (word, kind) in enumerate(tokens):
+        if kind != "word" or word not in _OUTCOME or not groups:
+            continue
+        # distance, then 0 for a number before the word (1 after): the nearest, and the earlier of a tie
+        d, _, fact = min((max(a - p, p - b, 0), a > p, g) for a, b, g in groups)
+        if d <= BIND_WINDOW:
+            found.setdefault(fact, set()).add(_OUTCOME[word])
+    return found
+
+
+def _swapped_outcome(claim: list[tuple[str, str]], passage: list[list[tuple[str, str]]]) -> str | None:
+    """A number the sentence counts as one outcome ("35 ... injured") that the passage counts only as another
+    ("the deaths of 35 civilians"), or None. A number the passage also gives as the sentence's outcome is fine."""
+    for key, outcomes in _outcomes(claim).items():
+        there: set[str] = set()
+        for tokens in passage:
+            for fact, kinds in _outcomes(tokens).items():
+                if _same_fact(fact, key):
+                    there |= kinds
+        if there and not outcomes & there:
+            return " ".join(sorted(key))
     return None
 
 

@@ -152,6 +152,28 @@ def test_a_number_bound_to_other_words_in_the_passage_is_a_swapped_fact():
     assert not answer.abstained and answer.text == "About 100 people were injured in the rocket strike [1]."
 
 
+RAID = (
+    "A delegation clashed with the prime minister over an army operation in May at the camp, which led to the "
+    "deaths of 35 civilians at the location north of the capital."
+)
+
+
+def test_a_number_the_passage_counts_as_deaths_is_not_given_as_injured():
+    """The words next to the number are the passage's ("35 civilians"), but the answer counts them as injured
+    where the passage counts them as dead: the other outcome is no paraphrase. The same outcome in other words
+    ("killed" for "deaths of") passes, and in "8 dead and about 100 injured" each number keeps its own outcome."""
+    q = "How many people were injured in the army's May operation at the camp?"
+    answer = check_answer(q, "35 civilians were injured in the army's May operation at the camp [1].", made_up(RAID))
+    assert answer.abstained and answer.declined_by == "checks"
+    q = "How many people were killed in the army's May operation at the camp?"
+    answer = check_answer(q, "35 civilians were killed in the army's May operation [1].", made_up(RAID))
+    assert answer.text == "35 civilians were killed in the army's May operation [1]."
+    q = "How many people died in the rocket strike on the camp?"
+    assert check_answer(q, "About 100 people died in the rocket strike on the camp [1].", made_up(STRIKE)).abstained
+    answer = check_answer(q, "The strike killed 8 people and injured about 100 [1].", made_up(STRIKE))
+    assert answer.text == "The strike killed 8 people and injured about 100 [1]."
+
+
 def test_a_sources_number_echoed_before_its_marker_is_not_a_claim():
     """Kept from opening with "[", the model wrote "1 [1] 8 dead ...": the "1" is the marker's echo, and the answer
     is the rest. A number before another source's marker is a claim as before, checked as one."""
