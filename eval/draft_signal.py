@@ -2,12 +2,15 @@
 
     python eval/draft_signal.py --record OUT.json      # live: ClapNQ calibration ids + the 50+50 test questions
     python eval/draft_signal.py --fit OUT.json         # offline: fit on calibration, report on the test questions
+    python eval/draft_signal.py --record OUT.json --splits seeds   # the seed questions, to read (never fitted on)
 
 The decline decision (qa/decide.py) reads three signals that exist before the draft: the judge's log-odds, the
 best dense cosine and the IDF-weighted question overlap. Its limit on ClapNQ is the judge's AUROC (issue 14). This
 asks whether signals that exist only after a draft add to it: the mean and the lowest log-probability of the
 draft's greedy tokens (a model copying an answer out of the passages is sure of each token; one stitching a
-neighbouring fact together may not be).
+neighbouring fact together may not be), and the model's own yes/no answer, asked right after its draft, to
+"does the source you cited state what your answer says?" and "does your answer give what the question asks
+for?" (SELF_CHECKS; session 17: they add nothing, eval/HISTORY.md).
 
 --record asks every question with the judge recording and never declining (as eval/fit_decline.py does), so
 every question gets a draft; it records the draft's token log-probabilities from the same greedy decoding the
@@ -29,10 +32,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fit_decline import BENCH, choose_threshold, judge_recorded, outcomes  # noqa: E402
+from fit_decline import BENCH, ROOT, choose_threshold, judge_recorded, outcomes  # noqa: E402
 
-from qa import decide  # noqa: E402
+from qa import decide, stages  # noqa: E402
 from qa.decide import FEATURES  # noqa: E402
+
+# After the draft, the model is asked about its own answer, reading on from the draft's cached prompt (llama.cpp
+# keeps prompt + draft in its KV cache, so each question costs only its own ~30 tokens).
+SELF_CHECKS = {
+    "self_cites": "Does the source you cited state what your answer says, about the same person, thing, number "
+    "and date? Reply with one word: yes or no.",
+    "self_answers": "Does your answer give what the question asks for, as the sources state it? "
+    "Reply with one word: yes or no.",
+}
 
 SETS = {
     "judge alone": ("judge_logit",),
@@ -41,37 +53,92 @@ SETS = {
     "+ mean log-prob": (*FEATURES, "mean_logprob"),
     "+ lowest log-prob": (*FEATURES, "min_logprob"),
     "+ both log-probs": (*FEATURES, "mean_logprob", "min_logprob"),
+    "self-check alone: cites": ("self_cites",),
+    "self-check alone: answers": ("self_answers",),
+    "+ self-check: cites": (*FEATURES, "self_cites"),
+    "+ self-check: answers": (*FEATURES, "self_answers"),
+    "+ both self-checks": (*FEATURES, "self_cites", "self_answers"),
 }
+
+
+def self_checks(generator, question: str, passages, draft: str) -> dict[str, float]:
+    """P(yes) of each SELF_CHECKS question about `draft`, asked after the draft's own prompt and reply."""
+    from qa.prompts import build_messages
+
+    asked = [*build_messages(question, passages), {"role": "assistant", "content": draft}]
+    return {
+        name: generator.yes_probability([*asked, {"role": "user", "content": text}])
+        for name, text in SELF_CHECKS.items()
+    }
 
 
 def record(settings, bench: Path, out: Path, splits: list[str]) -> None:
     from qa.api import Assistant
-    from qa.evaluate import clapnq_calibration_ids, clapnq_held_apart_ids, load_clapnq, write_beir_corpus
+    from qa.evaluate import (
+        clapnq_calibration_ids,
+        clapnq_held_apart_ids,
+        load_clapnq,
+        load_questions,
+        write_beir_corpus,
+    )
 
-    calibration, held_apart = clapnq_calibration_ids(), clapnq_held_apart_ids()
-    passages, test = load_clapnq(bench, 50, exclude=calibration, never=held_apart)  # what eval-clapnq asks
-    _, every = load_clapnq(bench)
-    chosen = {
-        "calibration": [q for q in every if q.id.removeprefix("clapnq-") in calibration],
-        "test": test,
-        # the 120 of qa/data/clapnq_fit_ids.txt (first drawn here, at random among the questions in neither set)
-        "more": [q for q in every if q.id.removeprefix("clapnq-") in held_apart - calibration],
-    }
-    questions = [(q, split) for split in splits for q in chosen[split]]
     assistant = Assistant(settings)
     assistant.generator.keep_logprobs = True
-    corpus = Path(settings.corpus)
-    write_beir_corpus({name.removesuffix(".txt"): tp for name, tp in passages.items()}, corpus)
-    print(f"indexing: {assistant.ingest(corpus).summary()}", flush=True)
+    if splits == ["seeds"]:  # the seed questions over seeds/, for diagnosis (never fitted on)
+        questions = [(q, "seeds") for q in load_questions(ROOT / "eval" / "questions.jsonl")]
+        print(f"indexing: {assistant.ingest(ROOT / 'seeds').summary()}", flush=True)
+    else:
+        calibration, held_apart = clapnq_calibration_ids(), clapnq_held_apart_ids()
+        passages, test = load_clapnq(bench, 50, exclude=calibration, never=held_apart)  # what eval-clapnq asks
+        _, every = load_clapnq(bench)
+        chosen = {
+            "calibration": [q for q in every if q.id.removeprefix("clapnq-") in calibration],
+            "test": test,
+            # the 120 of qa/data/clapnq_fit_ids.txt (first drawn here, at random among the questions in neither set)
+            "more": [q for q in every if q.id.removeprefix("clapnq-") in held_apart - calibration],
+        }
+        questions = [(q, split) for split in splits for q in chosen[split]]
+        corpus = Path(settings.corpus)
+        write_beir_corpus({name.removesuffix(".txt"): tp for name, tp in passages.items()}, corpus)
+        print(f"indexing: {assistant.ingest(corpus).summary()}", flush=True)
     rows = []
+    read: list = []  # the passages the judge (and so the draft) read, for the self-checks
     with judge_recorded(assistant) as ask:
-        for n, (q, split) in enumerate(questions, 1):
-            assistant.generator.draft_logprobs = None
-            t = time.perf_counter()
-            answer, row = ask(q)
-            lps = assistant.generator.draft_logprobs
-            rows.append({**row, "split": split, "logprobs": lps, "answer": answer.text})
-            print(f"[{n}/{len(questions)}] {time.perf_counter() - t:.1f}s {q.id} {answer.declined_by} {len(lps or [])}")
+        recording = stages.judge
+
+        def reading_judge(generator, question, passages, *rest, **kw):
+            read[:] = [question, passages]
+            return recording(generator, question, passages, *rest, **kw)
+
+        stages.judge = reading_judge
+        try:
+            for n, (q, split) in enumerate(questions, 1):
+                assistant.generator.draft_logprobs = None
+                read.clear()
+                t = time.perf_counter()
+                answer, row = ask(q)
+                lps = assistant.generator.draft_logprobs
+                drafted = bool(read) and answer.declined_by not in ("relevance", "model") and answer.raw.strip()
+                t2 = time.perf_counter()
+                checks = self_checks(assistant.generator, read[0], read[1], answer.raw) if drafted else {}
+                rows.append(
+                    {
+                        **row,
+                        "split": split,
+                        "logprobs": lps,
+                        "answer": answer.text,
+                        "draft": answer.raw,
+                        "self_checks": checks,
+                        "self_check_seconds": round(time.perf_counter() - t2, 3),
+                    }
+                )
+                print(
+                    f"[{n}/{len(questions)}] {time.perf_counter() - t:.1f}s {q.id} {answer.declined_by} "
+                    f"{len(lps or [])} {json.dumps(checks)} {time.perf_counter() - t2:.2f}s",
+                    flush=True,
+                )
+        finally:
+            stages.judge = recording
     assistant.store.close()
     out.write_text(json.dumps(rows, indent=1) + "\n")
 
@@ -85,6 +152,10 @@ def with_draft_features(row: dict) -> dict:
         "mean_logprob": sum(lps) / len(lps) if lps else -10.0,
         "min_logprob": max(min(lps), -10.0) if lps else -10.0,
     }
+    # no draft to check (the model declined): as sure of "no" as the log-odds go
+    extra.update({name: decide.judge_logit(p) for name, p in (row.get("self_checks") or {}).items()})
+    for name in SELF_CHECKS:
+        extra.setdefault(name, -10.0)
     return {**row, "features": {**row["features"], **extra}}
 
 
