@@ -33,7 +33,10 @@ CI_IDS = [
 ]
 
 
-@pytest.mark.parametrize("name, least, unanswerable", [("questions.jsonl", 40, 8), ("questions-holdout.jsonl", 30, 6)])
+@pytest.mark.parametrize(
+    "name, least, unanswerable",
+    [("questions.jsonl", 40, 8), ("questions-holdout.jsonl", 30, 6), ("questions-dev2.jsonl", 30, 6)],
+)
 def test_the_seed_question_sets_are_well_formed(name, least, unanswerable):
     questions = load_questions(ROOT / "eval" / name)
     assert len(questions) >= least and len({q.id for q in questions}) == len(questions)
@@ -44,10 +47,11 @@ def test_the_seed_question_sets_are_well_formed(name, least, unanswerable):
         assert q.answerable == bool(q.answers) == bool(q.sources)
 
 
-def test_every_held_out_answer_is_in_each_file_it_cites():
-    """The held-out set (eval/questions-holdout.jsonl) was written from the articles alone: each answer, as the
+@pytest.mark.parametrize("name", ["questions-holdout.jsonl", "questions-dev2.jsonl"])
+def test_every_answer_of_a_written_set_is_in_each_file_it_cites(name):
+    """The held-out and second development sets were written from the articles alone: each answer, as the
     scorer compares it, is in every file it names."""
-    for q in load_questions(ROOT / "eval" / "questions-holdout.jsonl"):
+    for q in load_questions(ROOT / "eval" / name):
         for source in q.sources:
             text = (ROOT / "seeds" / source).read_text(encoding="utf-8")
             assert any(contains_answer(text, [a]) for a in q.answers), (q.id, source)
