@@ -49,6 +49,9 @@ CHANGES = [
      "seeds-s15-before", "seeds-s15-no-sources-line", "clapnq-100-s15-before", "clapnq-100-s15-no-sources-line"),
     ("16, Intel", "the title read once: not in the header of a window that opens with it, nor as a neighbour", True,
      "seeds-s16-before", "seeds-s16-title-once", "clapnq-100-s16-before", "clapnq-100-s16-title-once"),
+    ("17, Intel", "a count's outcome is part of the fact: a number the passage counts as dead is not given as "
+     "injured (ClapNQ before: session 16's run of the same drafts)", True,
+     "seeds-s17-before", "seeds-s17-outcome", "clapnq-100-s16-title-once", "clapnq-100-s17-outcome"),
 ]
 # fmt: on
 
