@@ -360,8 +360,10 @@ def _outcomes(tokens: list[tuple[str, str]]) -> dict[frozenset[str], set[str]]:
     the 8's)."""
     groups = _facts(tokens, "num")
     found: dict[frozenset[str], set[str]] = {}
+    if not groups:
+        return found
     for p, (word, kind) in enumerate(tokens):
-        if kind != "word" or word not in _OUTCOME or not groups:
+        if kind != "word" or word not in _OUTCOME:
             continue
         # distance, then 0 for a number before the word (1 after): the nearest, and the earlier of a tie
         d, _, fact = min((max(a - p, p - b, 0), a > p, g) for a, b, g in groups)
@@ -373,12 +375,13 @@ def _outcomes(tokens: list[tuple[str, str]]) -> dict[frozenset[str], set[str]]:
 def _swapped_outcome(claim: list[tuple[str, str]], passage: list[list[tuple[str, str]]]) -> str | None:
     """A number the sentence counts as one outcome ("35 ... injured") that the passage counts only as another
     ("the deaths of 35 civilians"), or None. A number the passage also gives as the sentence's outcome is fine."""
-    for key, outcomes in _outcomes(claim).items():
-        there: set[str] = set()
-        for tokens in passage:
-            for fact, kinds in _outcomes(tokens).items():
-                if _same_fact(fact, key):
-                    there |= kinds
+    said = _outcomes(claim)
+    if not said:
+        return None
+    # the passage's counts, read once for all of the sentence's numbers
+    counted = [item for tokens in passage for item in _outcomes(tokens).items()]
+    for key, outcomes in said.items():
+        there = {kind for fact, kinds in counted if _same_fact(fact, key) for kind in kinds}
         if there and not outcomes & there:
             return " ".join(sorted(key))
     return None
