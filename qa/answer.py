@@ -436,6 +436,35 @@ def mistitled(sentence: str, passage_text: str, question: str = "") -> str | Non
     return None
 
 
+# "Who is the leader of ...?", "who was the first president of ...": the role the answer's name must hold
+_ROLE_QUESTION = re.compile(
+    r"\bwho (?:is|was|are|were) (?:the|a|an) (?P<role>(?:[a-z]+ ){0,2}?[a-z]+) (?:of|for|at|in|on|to)\b",
+    re.IGNORECASE,
+)
+
+
+# Offices and leading roles: a name is said to hold one only where the passage says so. Not "author", "man" or
+# "character": who wrote or played something is told by other words ("by Shahriar Kia", "Warren Beatty as ...").
+_OFFICES = frozenset(
+    "leader leaders head chief chiefs president chairman chairwoman chair director founder ceo minister secretary "
+    "governor mayor king queen commander spokesman spokeswoman spokesperson ambassador envoy".split()
+)
+
+
+def unstated_role(question: str, passage_text: str) -> str | None:
+    """The office a "who is the ROLE of X?" question asks about, when the passage never names that office in
+    any form, or None. A name the passage gives (as "Shahin Gobadi of the National Council ... told AP") is then no
+    answer to "who is the leader of the National Council?": the words of the question need not be in the passage
+    anywhere else, but this one is the claim itself. Forms count ("lead" / "leader", see `_same_fact`)."""
+    m = _ROLE_QUESTION.search(question)
+    if not m:
+        return None
+    role = words(m.group("role"))[-1].lower()
+    if role not in _OFFICES or _same_fact(frozenset({stem(role)}), content_words(passage_text)):
+        return None
+    return role
+
+
 def _runs(tokens: list[tuple[str, str]]) -> list[list[str]]:
     """The runs of capitalised words of a sentence's tokens, each in order ("albanian prime minister sali berisha")."""
     return [[t for t, _ in tokens[a : b + 1]] for a, b, _ in _facts(tokens, "name")]
@@ -469,6 +498,8 @@ def support(sentence: str, passage_text: str, question: str = "") -> float:
         return 0.0  # every word is in the passage, but a number or name is bound to something else there
     if mistitled(sentence, passage_text, question):
         return 0.0  # the passage names someone, but as the holder of another office than the one asked about
+    if names - asked and unstated_role(question, passage_text):
+        return 0.0  # a name given as "the leader of X" from a passage that calls nobody a leader
     if len(new) < SHORT_ANSWER_WORDS:
         # a short answer: the passage must also be about what was asked
         return min(len(new & have) / len(new), SHORT_ANSWER_TOPIC_FACTOR * len(asked & have) / max(1, len(asked)))
@@ -487,8 +518,9 @@ _ASKS = re.compile(
     r"|when (?:did|was|were|will|had|has|have|would)\b)"
     r"|(?P<place>(?:what|which) (?:country|city|state|town|province|place|region|continent|county|island|location)\b"
     r"|where\b)"
-    # "who is / were X?" asks what X is ("who were the Dadaists"), not for a name
-    r"|(?P<name>who\b(?! (?:is|are|was|were)\b)|whom\b|whose\b)"
+    # "who is / were X?" asks what X is ("who were the Dadaists"), not for a name; "more than whom?" asks for
+    # what is compared ("every other country combined"), which need not be a name either
+    r"|(?P<name>(?<!than )(?:who\b(?! (?:is|are|was|were)\b)|whom\b|whose\b))"
     r"|(?P<thing>which\b)",
     re.IGNORECASE,
 )

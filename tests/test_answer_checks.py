@@ -258,6 +258,36 @@ def test_a_who_answer_without_a_name_restates_the_question_and_is_declined():
     assert answer.text == "James Jeffrey told the dissidents to disband their camp [1]."
 
 
+def test_a_name_is_not_given_an_office_the_passage_never_names():
+    """The passage names Gobadi as speaking for the Council, not as its leader: "who is the leader?" is not
+    answered by him. A passage that says who leads it answers; a role no office names (who was "the man in" a
+    song) is not held to this."""
+    spoke = (
+        '"We really appreciate the Tirana government’s helping hand," Shahin Gobadi of the National Council of'
+        " Resistance of Iran told The Associated Press from Paris."
+    )
+    q = "Who is the leader of the National Council of Resistance of Iran?"
+    raw = "Shahin Gobadi of the National Council of Resistance of Iran is the leader of the Council [1]."
+    answer = check_answer(q, raw, made_up(spoke))
+    assert answer.abstained and answer.declined_by == "checks"
+    led = "Maryam Rajavi, who leads the National Council of Resistance of Iran, spoke in Paris."
+    answer = check_answer(q, "Maryam Rajavi is the leader of the National Council [1].", made_up(led))
+    assert answer.text == "Maryam Rajavi is the leader of the National Council [1]."
+    song = "Carly Simon's song is thought to be about the actor Warren Beatty."
+    q = "Who was the man in the song by Carly Simon?"
+    answer = check_answer(q, "The man in the song was Warren Beatty [1].", made_up(song))
+    assert answer.text == "The man in the song was Warren Beatty [1]."
+
+
+def test_more_than_whom_asks_for_what_is_compared_not_for_a_name():
+    said = '"We take in more people than every other country combined," Rohrabacher said.'
+    q = "Rohrabacher said the U.S. takes in more people than whom?"
+    answer = check_answer(q, "The U.S. takes in more people than every other country combined [1].", made_up(said))
+    assert answer.text == "The U.S. takes in more people than every other country combined [1]."
+    q = "Whom did Rohrabacher say the U.S. takes in?"
+    assert check_answer(q, "The U.S. takes in more people [1].", made_up(said)).abstained
+
+
 @pytest.mark.parametrize(
     ("question", "raw", "answered"),
     [
