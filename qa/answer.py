@@ -586,6 +586,46 @@ def holds_kind(text: str, kind: str, question: str, passages_text: str = "") -> 
     return names
 
 
+OUTMATCHED_BY = 2  # question words a sentence with another number must hold beyond the answer's own sentence
+
+
+def outmatched_number(answer_text: str, question: str, passage_texts: list[str]) -> str | None:
+    """For a "how many" question: a number the answer gives whose sentence in the passages holds fewer of the
+    question's words than a sentence giving another number, or None. "How many died when forces raided the camp
+    twice?" answered with the 35 of "an army operation in May at Camp Ashraf ... the deaths of 35 civilians" while
+    another passage says "It was twice raided by Iraqi security forces, leaving more than three dozen people dead":
+    that sentence holds every question word the 35's does and more, so it, not the 35, is about what was asked.
+
+    A sentence is read with the one before it ("... known as Camp Ashraf. It was twice raided ..."). Only a strict
+    superset of the question's words, by at least OUTMATCHED_BY, outmatches: two figures for the same thing (the
+    sources disagree) are both as well matched, and neither is dropped."""
+    if asked_kind(question) != "number":
+        return None
+    asked = _asked(question)
+    wanted = content_words(question)
+    lower = _lower_words("\n".join(passage_texts))
+    given = {t for t, k in _tokens(answer_text, lower) if k == "num" and t not in asked}
+    if not given:
+        return None
+    holding: list[set[str]] = []
+    others: list[set[str]] = []
+    for text in passage_texts:
+        spans = split_sentences(text) or [(0, len(text))]
+        for i, (a, b) in enumerate(spans):
+            counts = {t for t, k in _tokens(text[a:b], lower) if k == "num" and t not in asked}
+            if not counts:
+                continue
+            with_before = text[spans[i - 1][0] if i else a : b]
+            matched = content_words(with_before) & wanted
+            (holding if counts & given else others).append(matched)
+    if not holding:
+        return None
+    best = max(holding, key=len)
+    if any(best < other and len(other - best) >= OUTMATCHED_BY for other in others):
+        return " ".join(sorted(given))
+    return None
+
+
 def restates_itself(sentence: str, question: str) -> bool:
     """A reason that gives nothing beyond its own sentence and the question: "X turned down the offer because
     it rejected the offer" (the reason adds one past-tense verb and repeats the rest), "rejected it because it
@@ -715,6 +755,8 @@ def check_answer(question: str, raw: str, passages: list[Passage]) -> Answer:
     answer.text = " ".join(kept_sentences)
     kind = asked_kind(question)
     shown = MARKER.sub("", answer.text)
+    if outmatched_number(shown, question, texts):
+        return declined(answer, "checks")  # the count of something other than what was asked
     if kind and not holds_kind(shown, kind, question, "\n".join(texts)):
         # "Who told them to disband?" answered without naming anyone restates the question: no answer. Who and
         # where are also answered by a description ("the group that bears the burden"): only a short one goes.

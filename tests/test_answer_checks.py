@@ -279,6 +279,28 @@ def test_a_name_is_not_given_an_office_the_passage_never_names():
     assert answer.text == "The man in the song was Warren Beatty [1]."
 
 
+def test_a_count_from_a_sentence_about_something_else_than_what_was_asked_is_declined():
+    """Two passages give a death toll. The one about the two raids holds the question's words ("twice raided by
+    Iraqi security forces"), the 35 is of one army operation: an answer of 35 counts the wrong thing. Answered
+    from the raids' sentence, it passes; and two sources that give two figures for the same thing are both kept."""
+    raids = (
+        "They previously lived in a compound known as Camp Ashraf in northeastern Iraq. It was twice raided by"
+        " Iraqi security forces, leaving more than three dozen people dead."
+    )
+    operation = (
+        "The delegation clashed with the prime minister over an Iraqi army operation in May at Camp Ashraf, which"
+        " led to the deaths of 35 civilians."
+    )
+    q = "How many people died when Iraqi security forces raided Camp Ashraf twice?"
+    answer = check_answer(q, "35 people died at Camp Ashraf [2].", made_up(raids, operation))
+    assert answer.abstained and answer.declined_by == "checks"
+    answer = check_answer(q, "More than three dozen people died [1].", made_up(raids, operation))
+    assert answer.text == "More than three dozen people died [1]."
+    other = "Iraqi security forces twice raided Camp Ashraf; the group says 52 people died."
+    answer = check_answer(q, "The group says 52 people died when Camp Ashraf was raided [2].", made_up(raids, other))
+    assert not answer.abstained and "52" in answer.text
+
+
 def test_more_than_whom_asks_for_what_is_compared_not_for_a_name():
     said = '"We take in more people than every other country combined," Rohrabacher said.'
     q = "Rohrabacher said the U.S. takes in more people than whom?"
