@@ -129,7 +129,7 @@ DEFAULT = {
 # each knob moved alone from DEFAULT, in this order
 ONE_AT_A_TIME = {
     "rank_weight": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0),
-    "budget": (240, 260),
+    "budget": (240, 260, 300),
     "window": (0, 2),
     "lexical_weight": (0.0, 1.0),
     "chunks": (6, 12),
