@@ -52,6 +52,15 @@ CHANGES = [
     ("17, Intel", "a count's outcome is part of the fact: a number the passage counts as dead is not given as "
      "injured (ClapNQ before: session 16's run of the same drafts)", True,
      "seeds-s17-before", "seeds-s17-outcome", "clapnq-100-s16-title-once", "clapnq-100-s17-outcome"),
+    ("18, Intel", "a name is not given an office its passage never names; \"more than whom?\" asks for no name; a "
+     "count taken from a sentence about something else than was asked is declined", True,
+     "seeds-s18-before", "seeds-s18-checks", "clapnq-100-s18-before", "clapnq-100-s18-checks"),
+    ("18, Intel", "sentence windows up to 300 tokens (ClapNQ not run: the answer took 1.25x as long)", False,
+     "seeds-s18-before", "seeds-s18-ctx300", None, None),
+    ("18, Intel", "sentence windows up to 240 tokens (seeds run with the office rule alone)", False,
+     "seeds-s18-before", "seeds-s18-ctx240", "clapnq-100-s18-before", "clapnq-100-s18-ctx240"),
+    ("18, Intel", "sentence windows up to 240 tokens, the decision refitted at 240", False,
+     "seeds-s18-before", "seeds-s18-ctx240-refit", "clapnq-100-s18-before", "clapnq-100-s18-ctx240-refit"),
 ]
 # fmt: on
 
