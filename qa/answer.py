@@ -451,16 +451,17 @@ _OFFICES = frozenset(
 )
 
 
-def unstated_role(question: str, passage_text: str) -> str | None:
-    """The office a "who is the ROLE of X?" question asks about, when the passage never names that office in
-    any form, or None. A name the passage gives (as "Shahin Gobadi of the National Council ... told AP") is then no
-    answer to "who is the leader of the National Council?": the words of the question need not be in the passage
-    anywhere else, but this one is the claim itself. Forms count ("lead" / "leader", see `_same_fact`)."""
+def unstated_role(question: str, passage_words: set[str]) -> str | None:
+    """The office a "who is the ROLE of X?" question asks about, when the passage (`passage_words`: its
+    `content_words`) never names that office in any form, or None. A name the passage gives (as "Shahin Gobadi of
+    the National Council ... told AP") is then no answer to "who is the leader of the National Council?": the
+    words of the question need not be in the passage anywhere else, but this one is the claim itself. Forms count
+    ("lead" / "leader", see `_same_fact`)."""
     m = _ROLE_QUESTION.search(question)
     if not m:
         return None
     role = words(m.group("role"))[-1].lower()
-    if role not in _OFFICES or _same_fact(frozenset({stem(role)}), content_words(passage_text)):
+    if role not in _OFFICES or _same_fact(frozenset({stem(role)}), passage_words):
         return None
     return role
 
@@ -498,7 +499,7 @@ def support(sentence: str, passage_text: str, question: str = "") -> float:
         return 0.0  # every word is in the passage, but a number or name is bound to something else there
     if mistitled(sentence, passage_text, question):
         return 0.0  # the passage names someone, but as the holder of another office than the one asked about
-    if names - asked and unstated_role(question, passage_text):
+    if names - asked and unstated_role(question, have):
         return 0.0  # a name given as "the leader of X" from a passage that calls nobody a leader
     if len(new) < SHORT_ANSWER_WORDS:
         # a short answer: the passage must also be about what was asked
@@ -590,17 +591,16 @@ OUTMATCHED_BY = 2  # question words a sentence with another number must hold bey
 
 
 def outmatched_number(answer_text: str, question: str, passage_texts: list[str]) -> str | None:
-    """For a "how many" question: a number the answer gives whose sentence in the passages holds fewer of the
-    question's words than a sentence giving another number, or None. "How many died when forces raided the camp
-    twice?" answered with the 35 of "an army operation in May at Camp Ashraf ... the deaths of 35 civilians" while
-    another passage says "It was twice raided by Iraqi security forces, leaving more than three dozen people dead":
-    that sentence holds every question word the 35's does and more, so it, not the 35, is about what was asked.
+    """For a "how many" question (`asked_kind` "number": the caller asks only for those), a number the answer
+    gives whose sentence in the passages holds fewer of the question's words than a sentence giving another
+    number, or None. "How many died when forces raided the camp twice?" answered with the 35 of "an army operation
+    in May at Camp Ashraf ... the deaths of 35 civilians" while another passage says "It was twice raided by Iraqi
+    security forces, leaving more than three dozen people dead": that sentence holds every question word the 35's
+    does and more, so it, not the 35, is about what was asked.
 
     A sentence is read with the one before it ("... known as Camp Ashraf. It was twice raided ..."). Only a strict
     superset of the question's words, by at least OUTMATCHED_BY, outmatches: two figures for the same thing (the
     sources disagree) are both as well matched, and neither is dropped."""
-    if asked_kind(question) != "number":
-        return None
     asked = _asked(question)
     wanted = content_words(question)
     lower = _lower_words("\n".join(passage_texts))
@@ -755,7 +755,7 @@ def check_answer(question: str, raw: str, passages: list[Passage]) -> Answer:
     answer.text = " ".join(kept_sentences)
     kind = asked_kind(question)
     shown = MARKER.sub("", answer.text)
-    if outmatched_number(shown, question, texts):
+    if kind == "number" and outmatched_number(shown, question, texts):
         return declined(answer, "checks")  # the count of something other than what was asked
     if kind and not holds_kind(shown, kind, question, "\n".join(texts)):
         # "Who told them to disband?" answered without naming anyone restates the question: no answer. Who and
