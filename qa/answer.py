@@ -133,6 +133,9 @@ _POINTER = re.compile(
     r"\s*[.!?]?$",
     _I,
 )
+# An attribution with nothing attributed: "According to AP [1]." closed seed-45's answer, a sentence of its own
+# that says nothing (and is true of whatever passage names AP).
+_BARE_ATTRIBUTION = re.compile(rf"^{_ATTRIBUTING}\s+[^,;:.!?]{{1,60}}[.!?]?$", _I)
 # Attribution to someone ("According to AP, ...", "..., as reported by Reuters.", "AP reports that ..."): the
 # claim is checked without it, and it is shown only when the cited passage names the same (see `_attributed`).
 _NAMED_ATTRIBUTION = [
@@ -158,7 +161,8 @@ def _attributed(sentence: str) -> tuple[str, str, set[str]]:
     """(the sentence without attribution to the sources, the same also without attribution to someone,
     the content words naming that someone). Markers are kept; only the phrases around them go."""
     full = sentence
-    if _POINTER.match(MARKER.sub("", full).strip()) or _POINTER.match(full.strip()):
+    bare = _tidy(MARKER.sub("", full))
+    if _POINTER.match(bare) or _POINTER.match(full.strip()) or _BARE_ATTRIBUTION.match(bare):
         return "", "", set()
     for rx in _SOURCE_ATTRIBUTION:
         full = rx.sub(lambda m: " " if m.start() else "", full, count=1)

@@ -118,11 +118,17 @@ def marker_numbers(text: str) -> list[int]:
 # ---- sentences ---------------------------------------------------------------------------------------------
 
 # A sentence ends at . ! ? (plus closing quotes/brackets) before a space, unless the word before the period
-# is an abbreviation ("U.S.", "Rep.", "Feb.") or a single letter (initials).
+# is an abbreviation ("U.S.", "Rep.", "Feb.", "et al.") or a single letter (initials). Plural titles count:
+# "Republican Reps. Ted Poe of Texas, ... and Democratic Rep. Jim Costa" was two sentences, and the second,
+# which names the congressman asked for, was read without the "delegation" that made it match.
 ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof rep sen gen col lt sgt gov st jr sr inc co corp ltd vs etc jan feb mar apr jun jul aug "
-    "sep sept oct nov dec calif mo tex fla ariz mass wash ill pa ny dc".split()
+    "mr mrs ms messrs dr drs prof profs rep reps sen sens gen gens col lt sgt capt maj adm gov govs st jr sr "
+    "inc co corp ltd dept vs etc approx cf al fig figs eq eqs vol vols pp natl acad proc "
+    "jan feb mar apr jun jul aug sep sept oct nov dec calif mo tex fla ariz mass wash ill pa ny dc".split()
 )
+# Abbreviations that are also words ending a sentence ("They said no."): one only before a number ("No. 16",
+# "Sec. 3").
+NUMBER_ABBREVIATIONS = frozenset("no nos art ch sec ref refs tab".split())
 _END = re.compile(r"(?<![.!?])[.!?]+[\"'”’)\]]*(?=\s|$)|\n+")  # from a run's first mark only: linear
 _TAIL_WORD = re.compile(r"[^\W\d_][\w.]*")
 
@@ -140,8 +146,11 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
                 j -= 1
             word = _TAIL_WORD.search(text, j, m.start())
             token = word.group().lower() if word else ""
-            if token and (token.rstrip(".") in ABBREVIATIONS or len(token.rstrip(".")) == 1 or "." in token):
+            bare = token.rstrip(".")
+            if token and (bare in ABBREVIATIONS or len(bare) == 1 or "." in token):
                 continue  # "U.S." / "Rep." / "J." is not the end of a sentence
+            if bare in NUMBER_ABBREVIATIONS and text[end:].lstrip()[:1].isdigit():
+                continue  # "No. 16"
         tail = _MARKERS_RUN.match(text, end)
         if tail:  # pull trailing citation markers (". [1][2]") into the sentence they follow
             end = tail.end()

@@ -133,7 +133,7 @@ def test_an_attribution_the_passage_makes_itself_is_shown():
 def test_no_shown_answer_keeps_a_dangling_attribution_or_a_sentence_that_only_points_at_a_source():
     raw = (
         "The library lends 40,000 books a year, according to [1]. This is supported by source [1]. "
-        "It was opened in 1954 by the town council as stated in [1], [2], and [3]."
+        "It was opened in 1954 by the town council as stated in [1], [2], and [3]. According to the council [1]."
     )
     answer = check_answer("What does the library do?", raw, made_up(LIBRARY))
     assert answer.text == "The library lends 40,000 books a year [1]. It was opened in 1954 by the town council [2]."

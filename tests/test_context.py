@@ -10,6 +10,7 @@ from qa.api import Assistant
 from qa.context import HEADER_TOKENS, RANK_WEIGHT, estimate_tokens, select_context
 from qa.documents import load_document
 from qa.text import root as word_root
+from qa.text import split_sentences
 from tests.conftest import fake_settings
 from tests.fakes import HashEmbedder, ScriptedGenerator
 
@@ -185,6 +186,34 @@ def test_a_sentence_that_answers_in_another_form_of_the_questions_word_is_read_f
     found = assistant.retriever.search(question, 1)
     windows = select_context(question, found, assistant.store.chunks_of, None, 20, 0)
     assert windows[0].chunk.text == "The fishing guild described the treaty as a disgrace to the harbour."
+
+
+def test_a_name_after_a_plural_title_is_read_with_the_sentence_it_belongs_to(tmp_path):
+    # "Reps." did not end the sentence's list of names, but the splitter took it for a full stop: the model
+    # read "Other members of the delegation included Republican Reps." and not the congressman asked for.
+    notes = (
+        "Delegation notes\n\nThe harbour delegation clashed with the mayor over the May closure. "
+        "Other members of the harbour delegation included Republican Reps. Tom Reed of Ohio and Ann Bell of Utah, "
+        "and Democratic Rep. Luis Mora of Texas. The gulls nested on the roof all summer.\n"
+    )
+    assistant, _ = make(tmp_path, {"notes.txt": notes}, chunk_size=400)
+    question = "Which members of the harbour delegation were Republicans?"
+    found = assistant.retriever.search(question, 1)
+    windows = select_context(question, found, assistant.store.chunks_of, None, 20, 0)
+    assert windows[0].chunk.text.startswith("Other members of the harbour delegation")
+    assert windows[0].chunk.text.endswith("Democratic Rep. Luis Mora of Texas.")
+
+
+@pytest.mark.parametrize(
+    ("text", "sentences"),
+    [
+        ("Devlin et al. (2019) pre-train BERT on books. See Fig. 3.", 2),
+        ("It reached No. 16 on the chart. Asked again, they said no. Then they left.", 3),
+        ("Sens. Ames and Cole voted for it. Reps. Poe and Moss did not.", 2),
+    ],
+)
+def test_abbreviations_do_not_end_a_sentence_and_words_that_look_like_them_still_do(text, sentences):
+    assert len(split_sentences(text)) == sentences, [text[a:b] for a, b in split_sentences(text)]
 
 
 @pytest.mark.parametrize(
