@@ -137,6 +137,7 @@ ONE_AT_A_TIME = {
     "redundancy": (0.2, 0.4),
     "window_share": (0.35, 0.5),
     "kind_weight": (0.05, 0.1, 0.2),
+    "window_after": (0,),  # neighbours before the sentence only (the name a "he" stands for), none after
     "score_titles": (True,),  # a title the header shows whole is a candidate sentence again (before session 11)
 }
 
@@ -167,9 +168,8 @@ def passage_tokens(windows) -> int:
 
 def evaluate(v: dict, sets: dict, retrieved: dict, assistants: dict, embedder, count) -> dict:
     knobs = {**DEFAULT, **v}
-    extra = {
-        k: knobs[k] for k in ("rank_weight", "redundancy", "window_share", "kind_weight", "score_titles") if k in knobs
-    }
+    optional = ("rank_weight", "redundancy", "window_share", "kind_weight", "score_titles", "window_after")
+    extra = {k: knobs[k] for k in optional if k in knobs}
     row: dict = {"variant": label(v), "settings": knobs}
     for name, items in sets.items():
         store = assistants[name].store

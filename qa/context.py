@@ -232,6 +232,7 @@ def select_context(
     window_share: float = 1.0,
     kind_weight: float = 0.0,
     score_titles: bool = False,
+    window_after: int | None = None,
 ) -> list[Passage]:
     """The windows of text the model reads for `question`, best first, within `budget` estimated tokens.
 
@@ -243,7 +244,8 @@ def select_context(
     sentence's cosine times this is taken off a sentence like it), `window_share` (a window with neighbours may
     cost at most this share of the budget, else the sentence is read alone), `kind_weight` (added when the
     sentence holds a thing of the kind asked, qa.answer.holds_kind); `score_titles` makes the title line a
-    candidate sentence again, as before session 11."""
+    candidate sentence again, as before session 11; `window_after` reads at most that many neighbours after the
+    sentence (`window` before it)."""
     if not passages:
         return []
     retrieved = {p.chunk.id: p for p in passages}
@@ -338,7 +340,8 @@ def select_context(
             continue  # already read as a neighbour
         windows = sum(len(v) for v in chosen.values())
         for reach in (window, 0) if window else (0,):
-            first, last = max(0, s.index - reach), min(len(listed) - 1, s.index + reach)
+            after = reach if window_after is None else min(reach, window_after)
+            first, last = max(0, s.index - reach), min(len(listed) - 1, s.index + after)
             if first < s.index and _shown_in_header(listed[first].text, s.run.title):
                 first += 1  # the header shows the title line already: its tokens go to another sentence
             total, merged = total_after(s.run, first, last, s.score)
