@@ -109,9 +109,19 @@ def _strip_markers(text: str) -> str:
     return CHECKED_MARKER.sub(" ", text)
 
 
+_HYPHEN = re.compile(r"[-‐‑–—/]")
+
+
 def contains_answer(prediction: str, answers: list[str]) -> bool:
-    pred = f" {normalize(_strip_markers(prediction))} "
-    return any(f" {normalize(a)} " in pred for a in answers if normalize(a))
+    """A gold answer's words, in order, in the prediction, as SQuAD compares them (`normalize`), or with hyphens
+    and slashes read as spaces: the passage's "3,000-plus" holds the gold answer "3,000" (deleted, the hyphen made
+    one word "3000plus"), and "e-mail" still holds "email"."""
+    text = _strip_markers(prediction)
+    for split in (lambda t: t, lambda t: _HYPHEN.sub(" ", t)):
+        pred = f" {normalize(split(text))} "
+        if any(f" {normalize(split(a))} " in pred for a in answers if normalize(split(a))):
+            return True
+    return False
 
 
 def token_f1(prediction: str, answers: list[str]) -> float:

@@ -61,6 +61,10 @@ def test_squad_normalisation_and_token_f1():
     assert normalize("The U.S.  Embassy!") == "us embassy"
     assert contains_answer("It was Victoria Nuland [1].", ["Nuland"])
     assert not contains_answer("It was 18 people.", ["8"])
+    # a hyphen joins words without making them one: "3,000-plus" holds "3,000", and "e-mail" is still "email"
+    assert contains_answer("The group has 3,000-plus Iranians at the camp [1].", ["3,000"])
+    assert contains_answer("They spoke by e-mail.", ["email"]) and contains_answer("By email.", ["e-mail"])
+    assert not contains_answer("The group has 3,000-plus Iranians.", ["3,100"])
     assert token_f1("Victoria Nuland said so", ["Victoria Nuland"]) == pytest.approx(2 * 0.5 * 1 / 1.5)
     assert token_f1("nothing", ["Victoria Nuland"]) == 0.0
 
