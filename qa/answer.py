@@ -748,6 +748,7 @@ def check_answer(question: str, raw: str, passages: list[Passage]) -> Answer:
                     )
                 )
             markers.append(f"[{citation_index[key]}]")
+        claim_text = _as_written(claim_text, " ".join(texts[n - 1] for n in valid))
         body, stop = (claim_text[:-1], claim_text[-1]) if claim_text[-1] in ".!?" else (claim_text, ".")
         sentence_out = f"{body.rstrip()} {''.join(markers)}{stop}"
         if sentence_out not in kept_sentences:  # small models sometimes repeat themselves verbatim
@@ -767,6 +768,21 @@ def check_answer(question: str, raw: str, passages: list[Passage]) -> Answer:
         if kind not in ("name", "place") or len(content_words(shown) - asked) <= NON_ANSWER_MAX_NEW:
             return declined(answer, "checks")
     return answer
+
+
+# An initialism with spaces, as the 1.5B model writes "U.S." ("the U. S. Embassy"); `_as_written` closes it up
+# where the cited passage writes it so.
+_SPACED_INITIALISM = re.compile(r"\b(?:[A-Z]\. ){1,4}[A-Z]\.")
+
+
+def _as_written(sentence: str, passage_text: str) -> str:
+    """`sentence` with each spaced initialism written as the passage writes it ("U. S." -> "U.S.")."""
+
+    def close(m: re.Match) -> str:
+        tight = m.group().replace(" ", "")
+        return tight if tight in passage_text else m.group()
+
+    return _SPACED_INITIALISM.sub(close, sentence)
 
 
 def _tidy(text: str) -> str:

@@ -141,6 +141,13 @@ def test_no_shown_answer_keeps_a_dangling_attribution_or_a_sentence_that_only_po
         assert dangling not in answer.text.lower()
 
 
+def test_an_initialism_is_shown_as_the_passage_writes_it():
+    passage = "David Ranz, spokesman of the U.S. Embassy, spoke on Monday. J. R. Hale agreed."
+    reply = "David Ranz of the U. S. Embassy spoke, and J. R. Hale agreed [1]."
+    answer = check_answer("Who spoke for the embassy?", reply, made_up(passage))
+    assert answer.text == "David Ranz of the U.S. Embassy spoke, and J. R. Hale agreed [1]."
+
+
 STRIKE = "A rocket strike on the camp on Feb. 9 left 8 dead and about 100 injured. Officials blamed a militia."
 
 
