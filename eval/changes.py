@@ -61,6 +61,11 @@ CHANGES = [
      "seeds-s18-before", "seeds-s18-ctx240", "clapnq-100-s18-before", "clapnq-100-s18-ctx240"),
     ("18, Intel", "sentence windows up to 240 tokens, the decision refitted at 240", False,
      "seeds-s18-before", "seeds-s18-ctx240-refit", "clapnq-100-s18-before", "clapnq-100-s18-ctx240-refit"),
+    ("19, Intel", "a sentence does not end at \"Reps.\", \"et al.\", \"Fig.\" or \"No. 16\"; an attribution with "
+     "nothing attributed (\"According to AP [1].\") is not shown (scored as since session 19: hyphens as spaces)", True,
+     "seeds-s19-before", "seeds-s19-sentences", "clapnq-100-s19-before", "clapnq-100-s19-sentences"),
+    ("19, Intel", "two neighbouring sentences a side (`context_window` 2; ClapNQ not run: the seeds lost 8 answers)",
+     False, "seeds-s19-sentences", "seeds-s19-window2", None, None),
 ]
 # fmt: on
 

@@ -131,6 +131,7 @@ ABBREVIATIONS = frozenset(
 NUMBER_ABBREVIATIONS = frozenset("no nos art ch sec ref refs tab".split())
 _END = re.compile(r"(?<![.!?])[.!?]+[\"'”’)\]]*(?=\s|$)|\n+")  # from a run's first mark only: linear
 _TAIL_WORD = re.compile(r"[^\W\d_][\w.]*")
+_DIGIT_NEXT = re.compile(r"\s*\d")
 
 
 def split_sentences(text: str) -> list[tuple[int, int]]:
@@ -149,7 +150,7 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
             bare = token.rstrip(".")
             if token and (bare in ABBREVIATIONS or len(bare) == 1 or "." in token):
                 continue  # "U.S." / "Rep." / "J." is not the end of a sentence
-            if bare in NUMBER_ABBREVIATIONS and text[end:].lstrip()[:1].isdigit():
+            if bare in NUMBER_ABBREVIATIONS and _DIGIT_NEXT.match(text, end):
                 continue  # "No. 16"
         tail = _MARKERS_RUN.match(text, end)
         if tail:  # pull trailing citation markers (". [1][2]") into the sentence they follow
