@@ -119,7 +119,7 @@ def contains_answer(prediction: str, answers: list[str]) -> bool:
     text = _strip_markers(prediction)
     for split in (lambda t: t, lambda t: _HYPHEN.sub(" ", t)):
         pred = f" {normalize(split(text))} "
-        if any(f" {normalize(split(a))} " in pred for a in answers if normalize(split(a))):
+        if any(gold and f" {gold} " in pred for gold in (normalize(split(a)) for a in answers)):
             return True
     return False
 
