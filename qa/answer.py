@@ -518,7 +518,7 @@ def support(sentence: str, passage_text: str, question: str = "") -> float:
 _QUESTION_WORD = re.compile(r"\b(?:who|whom|whose|what|which|when|where|why|how)\b", re.IGNORECASE)
 _ASKS = re.compile(
     r"(?P<number>how (?:many|much|old|long|far|tall)\b|(?:what|which) (?:number|percentage|amount)\b)"
-    r"|(?P<date>(?:what|which) (?:year|month|day|date|decade|century|season)\b"
+    r"|(?P<date>(?:what|which) (?:calendar )?(?:year|month|day|date|decade|century|season)\b"
     # "when did / was ... ?" asks for a time; "when do you need to ...?" for a condition, which is no date
     r"|when (?:did|was|were|will|had|has|have|would)\b)"
     r"|(?P<place>(?:what|which) (?:country|city|state|town|province|place|region|continent|county|island|location)\b"
@@ -529,6 +529,8 @@ _ASKS = re.compile(
     r"|(?P<thing>which\b)",
     re.IGNORECASE,
 )
+# A question for a date or a year, which only a number or a month answers (a weekday, a season, a name do not)
+_CALENDAR = re.compile(r"\b(?:what|which) (?:calendar )?(?:date|year)\b", re.IGNORECASE)
 _DATE_WORDS = frozenset(
     "monday tuesday wednesday thursday friday saturday sunday spring summer autumn fall winter century centuries "
     "decade decades ago era dynasty reign yesterday today tomorrow".split()
@@ -577,6 +579,8 @@ def holds_kind(text: str, kind: str, question: str, passages_text: str = "") -> 
     if kind == "number":
         return nums or any(w.lower() in _HOW_MANY_WORDS for w in words(text) if w.lower() not in asked)
     if kind == "date":
+        if _CALENDAR.search(question):
+            return nums  # "On what date ...?" is not answered by "Monday", nor "In what year ...?" by a name
         return nums or names or any(t in _DATE_WORDS for t, _ in tokens)
     if kind == "place":
         if names:

@@ -344,6 +344,23 @@ def test_an_answer_must_hold_the_kind_of_thing_asked_for(question, raw, answered
     assert answer.abstained is not answered, (question, raw, answer.text)
 
 
+@pytest.mark.parametrize(
+    ("question", "raw", "answered"),
+    [
+        ("On what date was the library opened?", "The library was opened on a Monday [1].", False),
+        ("On what calendar date was the library opened?", "The library was opened on a Monday [1].", False),
+        ("In what year was the library opened?", "Mayor Ellen Hart opened the library [1].", False),
+        ("When was the library opened?", "The library was opened on a Monday [1].", True),  # "when": a weekday is one
+        ("On what date was the library opened?", "It was opened on May 3 [1].", True),
+        ("In what year was the library opened?", "It was opened in 1954 [1].", True),
+    ],
+)
+def test_a_date_or_a_year_asked_for_is_not_answered_by_a_weekday_or_a_name(question, raw, answered):
+    text = "Mayor Ellen Hart opened the library on a Monday, May 3, 1954. It lends 40,000 books a year."
+    answer = check_answer(question, raw, made_up(text))
+    assert answer.abstained is not answered, (question, raw, answer.text)
+
+
 def test_a_number_word_the_question_already_holds_is_not_a_number_it_adds():
     # "thousands" is the question's own word: as a number word it is compared as written, not against the stems
     # of the question's words ("thousand"); so it adds no number, and a figure does
