@@ -11,7 +11,7 @@ Three further rules (issue 14), each a form rather than a list of phrases:
   taken off before checking, and shown only when it names something the cited passage holds;
 - a number or name the sentence adds must be bound in the passage to what it is bound to in the sentence: a word
   next to "8" in the answer that the passage puts next to another number ("8 dead and about 100 injured") is a
-  swapped fact;
+  swapped fact; and a negation the answer adds ("urged them not to accept") must stand in the sentence it quotes;
 - a who / which / when / where / how-many question needs an answer holding a thing of that kind (a name, a date,
   a number, a place) that the question does not already hold; a reason that only restates its own sentence ("it
   turned down the offer because it rejected the offer") is no answer either.
@@ -475,6 +475,10 @@ def _runs(tokens: list[tuple[str, str]]) -> list[list[str]]:
     return [[t for t, _ in tokens[a : b + 1]] for a, b, _ in _facts(tokens, "name")]
 
 
+# a negation, in any apostrophe ("don't", "don’t"); "no" and "without" are left out: they quantify more than negate
+_NEGATION = re.compile(r"\b(?:not|never|nor|neither|cannot)\b|n['’`]t\b", re.IGNORECASE)
+
+
 def support(sentence: str, passage_text: str, question: str = "") -> float:
     """How well a passage backs a sentence, 0..1. Zero when a number or name the sentence adds is missing.
 
@@ -501,6 +505,10 @@ def support(sentence: str, passage_text: str, question: str = "") -> float:
         return 0.0  # restating the question answers nothing
     if swapped_fact(sentence, passage_text, question):
         return 0.0  # every word is in the passage, but a number or name is bound to something else there
+    if _NEGATION.search(sentence) and not _NEGATION.search(question):
+        start, end = best_quote(sentence, passage_text)
+        if not _NEGATION.search(passage_text[start:end]):
+            return 0.0  # "urged them not to accept" from a passage that urges them to accept
     if mistitled(sentence, passage_text, question):
         return 0.0  # the passage names someone, but as the holder of another office than the one asked about
     if names - asked and unstated_role(question, have):

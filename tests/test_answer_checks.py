@@ -181,6 +181,26 @@ def test_a_number_the_passage_counts_as_deaths_is_not_given_as_injured():
     assert answer.text == "The strike killed 8 people and injured about 100 [1]."
 
 
+def test_a_negation_the_quoted_passage_lacks_is_not_supported():
+    council = "The town council urged residents to accept the offer. It also urged them not to sell their homes."
+    question = "What did the town council urge residents to do about the offer?"
+    assert check_answer(
+        question, "The council urged residents not to accept the offer [1].", made_up(council)
+    ).abstained
+    right = check_answer(question, "The council urged residents to accept the offer [1].", made_up(council))
+    assert right.text == "The council urged residents to accept the offer [1]."
+    # a question asking what not to do is answered with the negation the passage holds
+    asked_not = "What did the town council urge residents not to do?"
+    answer = check_answer(asked_not, "The council urged residents not to sell their homes [1].", made_up(council))
+    assert answer.text == "The council urged residents not to sell their homes [1]."
+    # written with a typographic apostrophe, as news text often is
+    refused = "The town council said it won’t accept the offer."
+    agreed = "The town council said it will accept the offer."
+    assert check_answer(question, "The town council said it won’t accept the offer [1].", made_up(agreed)).abstained
+    answer = check_answer(question, "The town council said it won’t accept the offer [1].", made_up(refused))
+    assert answer.text == "The town council said it won’t accept the offer [1]."
+
+
 def test_a_sources_number_echoed_before_its_marker_is_not_a_claim():
     """Kept from opening with "[", the model wrote "1 [1] 8 dead ...": the "1" is the marker's echo, and the answer
     is the rest. A number before another source's marker is a claim as before, checked as one."""
