@@ -694,6 +694,10 @@ def best_quote(sentence: str, passage_text: str) -> tuple[int, int]:
     return start, end
 
 
+# A sentence opening with a word that points back at the sentence before ("This was announced ...", "It ...")
+_ANAPHOR = re.compile(r"(?:this|that|these|those|it|its|they|their|he|his|she|her|such)\b", re.IGNORECASE)
+
+
 def check_answer(question: str, raw: str, passages: list[Passage]) -> Answer:
     """Turn the model's raw reply into an Answer whose every citation has been verified."""
     answer = Answer(question=question, text="", abstained=False, retrieved=passages, raw=raw)
@@ -705,6 +709,7 @@ def check_answer(question: str, raw: str, passages: list[Passage]) -> Answer:
     # what each passage may support: its text without instruction-like lines (see `evidence`)
     texts = [evidence(p.chunk.text) for p in passages]
     asked = content_words(question)
+    orphaned = False  # the last claim was removed
     for start, end in split_sentences(reply):
         sentence = reply[start:end].strip()
         # attribution is not a claim: "According to [1], X" is checked as "X" (see `_attributed`)
@@ -719,6 +724,12 @@ def check_answer(question: str, raw: str, passages: list[Passage]) -> Answer:
                 kept_sentences.append(claim_text)
             continue
         if restates_itself(claim_text, question) or is_fragment(claim_text, question):
+            answer.unsupported.append(claim_text)
+            orphaned = True
+            continue
+        if orphaned and _ANAPHOR.match(claim_text):
+            # "This was announced after ..." speaks of the sentence before, which was removed: shown alone, it
+            # would say something else ("this" becomes whatever the shown sentence before it was)
             answer.unsupported.append(claim_text)
             continue
         # "According to AP, ..." is shown, and checked, only with a passage that names AP
@@ -735,7 +746,9 @@ def check_answer(question: str, raw: str, passages: list[Passage]) -> Answer:
                 valid, scored = [ranked[0][1]], {ranked[0][1]: ranked[0][0]}
         if not valid:
             answer.unsupported.append(claim_text)
+            orphaned = True
             continue
+        orphaned = False
         if all(named[n - 1] for n in valid):
             claim_text = with_who
         markers = []

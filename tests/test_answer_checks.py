@@ -201,6 +201,24 @@ def test_a_negation_the_quoted_passage_lacks_is_not_supported():
     assert answer.text == "The town council said it won’t accept the offer [1]."
 
 
+def test_a_sentence_pointing_back_at_a_removed_one_goes_with_it():
+    text = "The library lends 40,000 books a year. This was announced by the town council in 1954."
+    question = "What does the library lend?"
+    answer = check_answer(
+        question, "It lends 90,000 books [1]. This was announced by the town council [1].", made_up(text)
+    )
+    assert answer.abstained  # "this" would now be whatever came before: nothing
+    kept = check_answer(
+        question, "It lends 40,000 books [1]. This was announced by the town council [1].", made_up(text)
+    )
+    assert kept.text == "It lends 40,000 books [1]. This was announced by the town council [2]."
+    # a sentence that stands alone is kept after a removed one
+    alone = check_answer(
+        question, "It lends 90,000 books [1]. The library lends 40,000 books a year [1].", made_up(text)
+    )
+    assert alone.text == "The library lends 40,000 books a year [1]."
+
+
 def test_a_sources_number_echoed_before_its_marker_is_not_a_claim():
     """Kept from opening with "[", the model wrote "1 [1] 8 dead ...": the "1" is the marker's echo, and the answer
     is the rest. A number before another source's marker is a claim as before, checked as one."""
