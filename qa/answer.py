@@ -13,8 +13,9 @@ Three further rules (issue 14), each a form rather than a list of phrases:
   next to "8" in the answer that the passage puts next to another number ("8 dead and about 100 injured") is a
   swapped fact; and a negation the answer adds ("urged them not to accept") must stand in the sentence it quotes;
 - a who / which / when / where / how-many question needs an answer holding a thing of that kind (a name, a date,
-  a number, a place) that the question does not already hold; a reason that only restates its own sentence ("it
-  turned down the offer because it rejected the offer") is no answer either.
+  a number, a place) that the question does not already hold ("On what date ...?" a number or a month, not
+  "Monday"); a reason that only restates its own sentence ("it turned down the offer because it rejected the
+  offer") is no answer either, nor is a sentence pointing back ("This was announced ...") at one that was removed.
 """
 
 from __future__ import annotations

@@ -181,24 +181,30 @@ def test_a_number_the_passage_counts_as_deaths_is_not_given_as_injured():
     assert answer.text == "The strike killed 8 people and injured about 100 [1]."
 
 
-def test_a_negation_the_quoted_passage_lacks_is_not_supported():
-    council = "The town council urged residents to accept the offer. It also urged them not to sell their homes."
-    question = "What did the town council urge residents to do about the offer?"
-    assert check_answer(
-        question, "The council urged residents not to accept the offer [1].", made_up(council)
-    ).abstained
-    right = check_answer(question, "The council urged residents to accept the offer [1].", made_up(council))
-    assert right.text == "The council urged residents to accept the offer [1]."
-    # a question asking what not to do is answered with the negation the passage holds
-    asked_not = "What did the town council urge residents not to do?"
-    answer = check_answer(asked_not, "The council urged residents not to sell their homes [1].", made_up(council))
-    assert answer.text == "The council urged residents not to sell their homes [1]."
-    # written with a typographic apostrophe, as news text often is
-    refused = "The town council said it won’t accept the offer."
-    agreed = "The town council said it will accept the offer."
-    assert check_answer(question, "The town council said it won’t accept the offer [1].", made_up(agreed)).abstained
-    answer = check_answer(question, "The town council said it won’t accept the offer [1].", made_up(refused))
-    assert answer.text == "The town council said it won’t accept the offer [1]."
+COUNCIL = "The town council urged residents to accept the offer. It also urged them not to sell their homes."
+URGED = "What did the town council urge residents to do about the offer?"
+
+
+@pytest.mark.parametrize(
+    ("question", "passage", "raw", "kept"),
+    [
+        (URGED, COUNCIL, "The council urged residents not to accept the offer [1].", False),
+        (URGED, COUNCIL, "The council urged residents to accept the offer [1].", True),
+        # a question asking what not to do is answered with the negation the passage holds
+        (
+            "What did the town council urge residents not to do?",
+            COUNCIL,
+            "The council urged residents not to sell their homes [1].",
+            True,
+        ),
+        # written with a typographic apostrophe, as news text often is
+        (URGED, "The town council said it will accept the offer.", "The council said it won’t accept it [1].", False),
+        (URGED, "The town council said it won’t accept the offer.", "The council said it won’t accept it [1].", True),
+    ],
+)
+def test_a_negation_the_quoted_passage_lacks_is_not_supported(question, passage, raw, kept):
+    answer = check_answer(question, raw, made_up(passage))
+    assert answer.text == (raw if kept else DECLINE_TEXT)
 
 
 def test_a_sentence_pointing_back_at_a_removed_one_goes_with_it():
