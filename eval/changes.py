@@ -66,6 +66,11 @@ CHANGES = [
      "seeds-s19-before", "seeds-s19-sentences", "clapnq-100-s19-before", "clapnq-100-s19-sentences"),
     ("19, Intel", "two neighbouring sentences a side (`context_window` 2; ClapNQ not run: the seeds lost 8 answers)",
      False, "seeds-s19-sentences", "seeds-s19-window2", None, None),
+    ("20, Intel", "\"On what date / in what year?\" is answered by a number or a month only; a negation the answer "
+     "adds must stand in the sentence it quotes", True,
+     "seeds-s20-before", "seeds-s20-checks", "clapnq-100-s20-before", "clapnq-100-s20-checks"),
+    ("20, Intel", "a sentence pointing back (\"This was announced ...\") at one the checks removed goes with it",
+     True, "seeds-s20-checks", "seeds-s20-final", "clapnq-100-s20-checks", "clapnq-100-s20-final"),
 ]
 # fmt: on
 
