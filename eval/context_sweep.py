@@ -139,6 +139,7 @@ ONE_AT_A_TIME = {
     "kind_weight": (0.05, 0.1, 0.2),
     "window_after": (0,),  # neighbours before the sentence only (the name a "he" stands for), none after
     "score_titles": (True,),  # a title the header shows whole is a candidate sentence again (before session 11)
+    "cut_titles": (True,),  # a title too long for the header is a candidate (before session 21)
 }
 
 
@@ -168,7 +169,9 @@ def passage_tokens(windows) -> int:
 
 def evaluate(v: dict, sets: dict, retrieved: dict, assistants: dict, embedder, count) -> dict:
     knobs = {**DEFAULT, **v}
-    optional = ("rank_weight", "redundancy", "window_share", "kind_weight", "score_titles", "window_after")
+    optional = (
+        "rank_weight", "redundancy", "window_share", "kind_weight", "score_titles", "window_after", "cut_titles"
+    )
     extra = {k: knobs[k] for k in optional if k in knobs}
     row: dict = {"variant": label(v), "settings": knobs}
     for name, items in sets.items():

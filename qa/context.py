@@ -202,6 +202,10 @@ def _shown_in_header(sentence: str, title: str) -> bool:
     return bool(title) and len(title) <= TITLE_CHARS and sentence.strip() == title
 
 
+def _is_title(sentence: str, title: str) -> bool:
+    return bool(title.strip()) and sentence.strip() == title.strip()
+
+
 def _idf_overlap(question: str, sentences: list[str]) -> list[float]:
     """The IDF-weighted share of the question's content words each sentence holds (IDF over these sentences:
     a word in every sentence tells them apart no more than a stop word). Words compare by their Snowball root
@@ -233,6 +237,7 @@ def select_context(
     kind_weight: float = 0.0,
     score_titles: bool = False,
     window_after: int | None = None,
+    cut_titles: bool = False,
 ) -> list[Passage]:
     """The windows of text the model reads for `question`, best first, within `budget` estimated tokens.
 
@@ -244,8 +249,8 @@ def select_context(
     sentence's cosine times this is taken off a sentence like it), `window_share` (a window with neighbours may
     cost at most this share of the budget, else the sentence is read alone), `kind_weight` (added when the
     sentence holds a thing of the kind asked, qa.answer.holds_kind); `score_titles` makes the title line a
-    candidate sentence again, as before session 11; `window_after` reads at most that many neighbours after the
-    sentence (`window` before it)."""
+    candidate sentence again, as before session 11, and `cut_titles` a title too long for the header, as before
+    session 21; `window_after` reads at most that many neighbours after the sentence (`window` before it)."""
     if not passages:
         return []
     retrieved = {p.chunk.id: p for p in passages}
@@ -270,11 +275,14 @@ def select_context(
             keyword = max((h.keyword for h in holders if h.keyword is not None), default=None)
             s = _Sentence(run, i, a, b, run.text[a:b], dense, keyword, s_rank)
             listed.append(s)
-            # A title line the file's header shows whole (qa.prompts) is not a candidate, though it may be read
-            # as a neighbour: the model reads it anyway, and a title restates what a question is about without
-            # answering it, so it outscored the sentences that do ("Albania offer for asylum to Iranian group
-            # rejected" for "On what grounds was the Albanian asylum offer described?").
-            if holders and (score_titles or not _shown_in_header(s.text, run.title)):
+            # The title line is not a candidate: a title restates what a question is about without answering
+            # it, so it outscored the sentences that do ("Albania offer for asylum to Iranian group rejected" for
+            # "On what grounds was the Albanian asylum offer described?"). The model reads it in the file's
+            # header anyway (qa.prompts), or, when too long for the header, as a neighbour of a sentence read.
+            # Before session 21 a title too long for the header was a candidate (`cut_titles`): seed 004's took
+            # a window and the tokens of the answer to seed-44.
+            title_line = _shown_in_header(s.text, run.title) if cut_titles else _is_title(s.text, run.title)
+            if holders and (score_titles or not title_line):
                 sentences.append(s)
         by_run[id(run)] = listed
     if not sentences:

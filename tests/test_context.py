@@ -9,6 +9,7 @@ import pytest
 from qa.api import Assistant
 from qa.context import HEADER_TOKENS, RANK_WEIGHT, estimate_tokens, select_context
 from qa.documents import load_document
+from qa.prompts import TITLE_CHARS
 from qa.text import root as word_root
 from qa.text import split_sentences
 from tests.conftest import fake_settings
@@ -168,6 +169,36 @@ def test_a_title_the_header_shows_does_not_crowd_out_the_sentence_that_answers(t
     answer = assistant.ask(QUESTION) if gen.enqueue("Margaret Oduya put her name to it [1].") else None
     assert "Margaret Oduya put her name to it" in gen.prompt_text()
     assert not answer.abstained and "Margaret Oduya" in answer.text
+
+
+def test_a_title_too_long_for_the_header_does_not_crowd_out_the_answer_either(tmp_path):
+    # The same two files, but the other file's title is too long for the header (qa.prompts.TITLE_CHARS), which
+    # shows it cut. It restates the question no less, so it is no candidate either; before session 21 it was
+    # (`cut_titles`), and its window took tokens from the answer's (seed 004's headline took seed-44's answer).
+    long_title = "The harbour treaty with the fishing guilds and the council, and who put a name to it"
+    assert len(long_title) > TITLE_CHARS
+    minutes = (
+        "Council minutes\n\nThe fishing guilds and the council argued over the harbour treaty for years, and the "
+        "harbour treaty nearly failed twice. Margaret Oduya put her name to it in the spring of 1851.\n"
+    )
+    heading = (
+        f"{long_title}\n\nGulls nested on the roof of the lighthouse all summer. "
+        "The keeper counted two hundred nests by June.\n"
+    )
+    files = {"minutes.txt": minutes, "gulls.txt": heading}
+    assistant, _ = make(tmp_path, files, chunk_size=400, context_tokens=70, context_chunks=4, top_k=2)
+    found = assistant.retriever.search(QUESTION, 4)
+
+    def read(**knobs) -> str:
+        windows = select_context(QUESTION, found, assistant.store.chunks_of, assistant.embedder, 70, 1, **knobs)
+        return "\n".join(p.chunk.text for p in windows)
+
+    # the answer is read with the sentence before it (what "it" is), and the title is not read
+    default = read()
+    assert "nearly failed twice. Margaret Oduya put her name to it" in default and long_title not in default
+    # as a candidate, the title's window is read first and leaves the answer room for itself alone
+    as_before = read(cut_titles=True)
+    assert long_title in as_before and "nearly failed twice" not in as_before
 
 
 def test_the_title_line_is_read_once_in_the_header_not_again_as_a_neighbour(tmp_path):
