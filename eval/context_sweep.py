@@ -169,9 +169,8 @@ def passage_tokens(windows) -> int:
 
 def evaluate(v: dict, sets: dict, retrieved: dict, assistants: dict, embedder, count) -> dict:
     knobs = {**DEFAULT, **v}
-    optional = (
-        "rank_weight", "redundancy", "window_share", "kind_weight", "score_titles", "window_after", "cut_titles"
-    )
+    optional = ("rank_weight", "redundancy", "window_share", "kind_weight", "score_titles", "window_after")
+    optional += ("cut_titles",)
     extra = {k: knobs[k] for k in optional if k in knobs}
     row: dict = {"variant": label(v), "settings": knobs}
     for name, items in sets.items():
