@@ -397,6 +397,12 @@ class Assistant:
             t = time.perf_counter()
             answer = stages.verify(question, "".join(pieces), passages)
             timings["verify"] = time.perf_counter() - t
+            if s.redraft and answer.declined_by == "checks" and len(passages) > 1:
+                # not streamed: the user sees the first draft until the checked answer replaces it
+                t = time.perf_counter()
+                answer = stages.redraft(self.generator, standalone, passages, answer, s.llm_max_tokens)
+                timings["redraft"] = time.perf_counter() - t
+                _add_usage(usage, "redraft", self.generator)
         answer.model = self.generator.name if gated.passed else ""
         answer.judge = verdict.score
         answer.standalone_question = standalone if history else ""

@@ -250,6 +250,14 @@ def summarize(questions: list[Question], items: list[dict], top_k: int) -> dict:
         "citation_precision": share(sum(i["score"]["cited_in_sources"] for i in answered), n_cit),
         "citation_faithfulness": share(sum(i["score"]["faithful_quotes"] for i in items), n_all_cit),
         "declined_by": {"answerable": declines_by_stage(ans), "unanswerable": declines_by_stage(unans)},
+        # second drafts from the best window alone (qa.stages.redraft), and those shown, per kind of question
+        "redrafts": {
+            kind: {
+                "made": sum(bool(i.get("redraft")) for i in group),
+                "shown": sum(bool(i.get("redraft")) and not i["abstained"] for i in group),
+            }
+            for kind, group in (("answerable", ans), ("unanswerable", unans))
+        },
         "latency_median_s": round(statistics.median(totals), 3) if totals else None,
         "latency_p95_s": round(p95(totals), 3),
         "first_token_median_s": round(statistics.median(firsts), 3) if firsts else None,

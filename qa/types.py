@@ -70,6 +70,7 @@ class Answer:
     judge: float | None = None  # the model's P(yes) that the sources state the answer, when it can judge
     model: str = ""
     raw: str = ""  # the model's reply before checking
+    redraft: str = ""  # the second reply, from the best window alone, when the checks declined the first
     # which stage declined: "relevance" | "judge" | "model" | "checks" (qa.stages); None when answered
     declined_by: str | None = None
     # tokens the model read and wrote, per call ("judge", "draft", "rewrite"), in OpenAI's names
@@ -99,6 +100,7 @@ class Answer:
             "judge": None if self.judge is None else round(self.judge, 4),
             "model": self.model,
             "declined_by": self.declined_by,
+            "redraft": self.redraft,
             "usage": self.usage,
         }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from qa.breakdown import stage
 from tests.fakes import ScriptedChat, ScriptedGenerator
-from tests.test_decisions import KINDS, KINDS_REPLY, OFF_TOPIC, ask, index  # noqa: F401 (fixtures)
+from tests.test_decisions import KINDS, KINDS_REPLY, OFF_TOPIC, ask, index, make_assistant  # noqa: F401 (fixtures)
 
 
 def test_every_decline_names_its_stage_and_an_answer_names_none(ask):  # noqa: F811
@@ -13,10 +13,43 @@ def test_every_decline_names_its_stage_and_an_answer_names_none(ask):  # noqa: F
     assert ask(ScriptedGenerator(yes=0.1), KINDS).declined_by == "judge"
     assert ask(ScriptedGenerator(yes=0.9).enqueue("The documents don't say."), KINDS).declined_by == "model"
     fabricated = "The orchard was founded by Napoleon Bonaparte in 1802 [1]."
-    assert ask(ScriptedGenerator(yes=0.9).enqueue(fabricated), KINDS).declined_by == "checks"
+    # (the checks decline it, and its second draft, from the best window alone, too)
+    assert ask(ScriptedGenerator(yes=0.9).enqueue(fabricated, fabricated), KINDS).declined_by == "checks"
     answered = ask(ScriptedGenerator(yes=0.9).enqueue(KINDS_REPLY), KINDS)
     assert not answered.abstained and answered.declined_by is None
     assert answered.to_dict()["declined_by"] is None and answered.judge == 0.9
+
+
+def test_a_draft_the_checks_decline_is_written_again_from_the_best_window_alone(ask, index):  # noqa: F811
+    # The first draft states what no window says; the checks remove it. The model is asked once more with only
+    # the window that matched the question best, and that draft, checked the same way, is the answer.
+    fabricated = "The orchard was founded by Napoleon Bonaparte in 1802 [1]."
+    model = ScriptedGenerator(yes=0.9).enqueue(fabricated, KINDS_REPLY)
+    answer = ask(model, KINDS)
+    assert not answer.abstained and answer.declined_by is None and "forty kinds of apples" in answer.text
+    first, second = model.prompt_text(0), model.prompt_text(1)
+    assert "Aletsch" in first or "lamp" in first, "the first draft read several windows"
+    assert "forty kinds" in second and "Aletsch" not in second and "lamp" not in second and "\n[2] " not in second
+    # [1] is the best window in both prompts, so the citation points at the first window the answer lists
+    assert answer.citations[0].source == answer.retrieved[0].chunk.source == "orchard.txt"
+    assert len(answer.retrieved) > 1, "retrieved stays every window the model read"
+    shown = answer.to_dict()
+    assert shown["redraft"] == KINDS_REPLY and answer.raw == fabricated and shown["timings"]["redraft"] > 0
+
+    # a second draft the checks decline as well is a decline by the checks, and there is no third
+    model = ScriptedGenerator(yes=0.9).enqueue(fabricated, fabricated)
+    answer = ask(model, KINDS)
+    assert answer.abstained and answer.declined_by == "checks" and answer.redraft == fabricated
+    assert len(model.prompts) == 2
+
+    # off (QA_REDRAFT=false / --redraft false): one draft, declined
+    model = ScriptedGenerator(yes=0.9).enqueue(fabricated)
+    assistant = make_assistant(index.replace(redraft=False), model)
+    try:
+        answer = assistant.ask(KINDS)
+    finally:
+        assistant.store.close()
+    assert answer.declined_by == "checks" and answer.redraft == "" and len(model.prompts) == 1
 
 
 def test_a_generator_that_cannot_judge_answers_without_the_judge(ask):  # noqa: F811
