@@ -71,6 +71,10 @@ CHANGES = [
      "seeds-s20-before", "seeds-s20-checks", "clapnq-100-s20-before", "clapnq-100-s20-checks"),
     ("20, Intel", "a sentence pointing back (\"This was announced ...\") at one the checks removed goes with it",
      True, "seeds-s20-checks", "seeds-s20-final", "clapnq-100-s20-checks", "clapnq-100-s20-final"),
+    ("21, Intel", "a title too long for the header is no candidate sentence either (before: session 20's run of "
+     "the same code)", True, "seeds-s20-final", "seeds-s21-title", "clapnq-100-s20-final", "clapnq-100-s21-title"),
+    ("21, Intel", "a second draft from the best window alone when the checks decline the first (`redraft`)", True,
+     "seeds-s21-title", "seeds-s21-redraft", "clapnq-100-s21-title", "clapnq-100-s21-redraft"),
 ]
 # fmt: on
 
