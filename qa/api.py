@@ -398,7 +398,7 @@ class Assistant:
             answer = stages.verify(question, "".join(pieces), passages)
             timings["verify"] = time.perf_counter() - t
             if s.redraft and answer.declined_by == "checks" and len(passages) > 1:
-                # not streamed: the user sees the first draft until the checked answer replaces it
+                # off by default (Settings.redraft); not streamed: the first draft shows until the answer replaces it
                 t = time.perf_counter()
                 answer = stages.redraft(self.generator, standalone, passages, answer, s.llm_max_tokens)
                 timings["redraft"] = time.perf_counter() - t

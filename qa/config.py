@@ -81,9 +81,9 @@ class Settings:
     # P("yes, the sources state the answer") is below it, whatever was fitted; 0 turns the judge off.
     judge_threshold: float | None = None
     # When the checks remove every sentence of a draft written from several windows, draft once more from the
-    # best window alone (qa.stages.redraft): the 1.5B model mixes up neighbouring windows (a name from one, a
-    # date from another), and alone with the window that matched best it often answers. eval/HISTORY.md, session 21.
-    redraft: bool = True
+    # best window alone (qa.stages.redraft). Off: with the 1.5B model it answered 3 more questions right and 8
+    # more wrong outside the seeds (ClapNQ, the held-out and dev sets; eval/HISTORY.md, session 21).
+    redraft: bool = False
 
     # Generator: "local" (llama.cpp GGUF) or "openai" (any OpenAI-compatible endpoint)
     llm: LLM = "local"

@@ -73,7 +73,7 @@ class Answer:
     redraft: str = ""  # the second reply, from the best window alone, when the checks declined the first
     # which stage declined: "relevance" | "judge" | "model" | "checks" (qa.stages); None when answered
     declined_by: str | None = None
-    # tokens the model read and wrote, per call ("judge", "draft", "rewrite"), in OpenAI's names
+    # tokens the model read and wrote, per call ("judge", "draft", "redraft", "rewrite"), in OpenAI's names
     usage: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:

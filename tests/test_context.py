@@ -100,8 +100,8 @@ def test_the_budget_holds_and_windows_come_best_first_in_the_order_the_model_rea
     )
     files = {"orchards.txt": f"Orchards of the valley\n\n{facts}\n"}
     assistant, gen = make(tmp_path, files, context_tokens=60, context_chunks=6, top_k=4)
-    answer = assistant.ask("How many kinds of apples does orchard 7 grow?") if gen.enqueue("x", "x") else None
-    read = gen.prompt_text(0)  # the first draft (the second reads one window)
+    answer = assistant.ask("How many kinds of apples does orchard 7 grow?") if gen.enqueue("x") else None
+    read = gen.prompt_text()
     assert sum(estimate_tokens(p.chunk.text) + HEADER_TOKENS for p in answer.retrieved) <= 60
     assert "Orchard 7 grows 17 kinds of apples." in answer.retrieved[0].chunk.text
     positions = [read.index(f"[{i}]") for i in range(1, len(answer.retrieved) + 1)]
@@ -111,7 +111,7 @@ def test_the_budget_holds_and_windows_come_best_first_in_the_order_the_model_rea
         assert p.chunk.text in file_lines(tmp_path, "orchards.txt", p.chunk.start_line, p.chunk.end_line)
     # a larger budget reads more of the same file, still as exact spans of it
     wide, gen2 = make(tmp_path / "wide", files, context_tokens=400, context_chunks=6, top_k=4)
-    more = wide.ask("How many kinds of apples does orchard 7 grow?") if gen2.enqueue("x", "x") else None
+    more = wide.ask("How many kinds of apples does orchard 7 grow?") if gen2.enqueue("x") else None
     assert sum(len(p.chunk.text) for p in more.retrieved) > sum(len(p.chunk.text) for p in answer.retrieved)
     doc = load_document(tmp_path / "wide" / "corpus" / "orchards.txt", "orchards.txt")
     assert all(doc.text[p.chunk.start_char : p.chunk.end_char] == p.chunk.text for p in more.retrieved)

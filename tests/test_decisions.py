@@ -360,8 +360,7 @@ def test_a_marker_pointing_at_no_passage_is_replaced(ask):
     ],
 )
 def test_a_reply_with_no_supported_sentence_is_a_decline(ask, reply):
-    # (a reply the checks decline is written again from the best window alone: the same reply here)
-    answer = ask(ScriptedGenerator().enqueue(reply, reply), KINDS)
+    answer = ask(ScriptedGenerator().enqueue(reply), KINDS)
     assert_declined(answer)
     if "Nemo" in reply:
         assert answer.unsupported == ["The orchard is run by Captain Nemo and his crew."]

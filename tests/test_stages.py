@@ -13,19 +13,27 @@ def test_every_decline_names_its_stage_and_an_answer_names_none(ask):  # noqa: F
     assert ask(ScriptedGenerator(yes=0.1), KINDS).declined_by == "judge"
     assert ask(ScriptedGenerator(yes=0.9).enqueue("The documents don't say."), KINDS).declined_by == "model"
     fabricated = "The orchard was founded by Napoleon Bonaparte in 1802 [1]."
-    # (the checks decline it, and its second draft, from the best window alone, too)
-    assert ask(ScriptedGenerator(yes=0.9).enqueue(fabricated, fabricated), KINDS).declined_by == "checks"
+    assert ask(ScriptedGenerator(yes=0.9).enqueue(fabricated), KINDS).declined_by == "checks"
     answered = ask(ScriptedGenerator(yes=0.9).enqueue(KINDS_REPLY), KINDS)
     assert not answered.abstained and answered.declined_by is None
     assert answered.to_dict()["declined_by"] is None and answered.judge == 0.9
 
 
-def test_a_draft_the_checks_decline_is_written_again_from_the_best_window_alone(ask, index):  # noqa: F811
-    # The first draft states what no window says; the checks remove it. The model is asked once more with only
-    # the window that matched the question best, and that draft, checked the same way, is the answer.
+def test_with_redraft_on_a_draft_the_checks_decline_is_written_again_from_the_best_window(ask, index):  # noqa: F811
+    # The first draft states what no window says; the checks remove it. With `redraft` on, the model is asked once
+    # more with only the window that matched the question best, and that draft, checked the same way, is the
+    # answer. Off by default (it answered more questions wrong than right outside the seeds, session 21).
     fabricated = "The orchard was founded by Napoleon Bonaparte in 1802 [1]."
+
+    def ask_redraft(model):
+        assistant = make_assistant(index.replace(redraft=True), model)
+        try:
+            return assistant.ask(KINDS)
+        finally:
+            assistant.store.close()
+
     model = ScriptedGenerator(yes=0.9).enqueue(fabricated, KINDS_REPLY)
-    answer = ask(model, KINDS)
+    answer = ask_redraft(model)
     assert not answer.abstained and answer.declined_by is None and "forty kinds of apples" in answer.text
     first, second = model.prompt_text(0), model.prompt_text(1)
     assert "Aletsch" in first or "lamp" in first, "the first draft read several windows"
@@ -38,17 +46,13 @@ def test_a_draft_the_checks_decline_is_written_again_from_the_best_window_alone(
 
     # a second draft the checks decline as well is a decline by the checks, and there is no third
     model = ScriptedGenerator(yes=0.9).enqueue(fabricated, fabricated)
-    answer = ask(model, KINDS)
+    answer = ask_redraft(model)
     assert answer.abstained and answer.declined_by == "checks" and answer.redraft == fabricated
     assert len(model.prompts) == 2
 
-    # off (QA_REDRAFT=false / --redraft false): one draft, declined
+    # off, the default: one draft, declined
     model = ScriptedGenerator(yes=0.9).enqueue(fabricated)
-    assistant = make_assistant(index.replace(redraft=False), model)
-    try:
-        answer = assistant.ask(KINDS)
-    finally:
-        assistant.store.close()
+    answer = ask(model, KINDS)
     assert answer.declined_by == "checks" and answer.redraft == "" and len(model.prompts) == 1
 
 
