@@ -143,6 +143,18 @@ ONE_AT_A_TIME = {
 }
 
 
+# select_context's keyword knobs a variant may set (the rest of DEFAULT are its positional values)
+SELECT_KNOBS = (
+    "rank_weight",
+    "redundancy",
+    "window_share",
+    "kind_weight",
+    "score_titles",
+    "window_after",
+    "cut_titles",
+)
+
+
 def variants(quick: bool) -> list[dict]:
     """Each a dict of changes to DEFAULT: config values (budget, chunks, window) and select_context's knobs."""
     # the default (no retrieval-rank prior, as in session 6), and the prior at its best calibration weight, 0.7
@@ -169,9 +181,7 @@ def passage_tokens(windows) -> int:
 
 def evaluate(v: dict, sets: dict, retrieved: dict, assistants: dict, embedder, count) -> dict:
     knobs = {**DEFAULT, **v}
-    optional = ("rank_weight", "redundancy", "window_share", "kind_weight", "score_titles", "window_after")
-    optional += ("cut_titles",)
-    extra = {k: knobs[k] for k in optional if k in knobs}
+    extra = {k: knobs[k] for k in SELECT_KNOBS if k in knobs}
     row: dict = {"variant": label(v), "settings": knobs}
     for name, items in sets.items():
         store = assistants[name].store
